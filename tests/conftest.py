@@ -1,0 +1,21 @@
+"""Shared test fixtures."""
+
+import os
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def shared_faces_dir() -> pathlib.Path:
+  """The real faces from ../shared/faces (or $FACEGEN_SHARED_FACES)."""
+  return pathlib.Path(os.environ.get("FACEGEN_SHARED_FACES", REPO_ROOT.parent / "shared" / "faces"))
+
+
+@pytest.fixture(scope="session")
+def shared_faces():
+  path = shared_faces_dir()
+  if not (path / "MANIFEST.tsv").exists():
+    pytest.skip(f"real faces not found at {path}; set FACEGEN_SHARED_FACES")
+  return path
