@@ -12,6 +12,8 @@ All arrays are numpy on the host (jax arrays once sharded), leading axis = batch
 |                     |                 |         | the same video, else the source itself)             |
 | `target_mask`       | `[B, H, W, M]`  | uint8   | mask of the target's own landmarks (the "real"      |
 |                     |                 |         | pair for the conditional discriminator)             |
+| `target_landmarks`  | `[B, 68, 2]`    | float32 | the target's own landmarks (the driving landmarks   |
+|                     |                 |         | for a video pair, else the source landmarks)        |
 | `sample_kind`       | `[B]`           | int32   | 0: first-kind sample, weights a1..a5; 1: perturbed- |
 |                     |                 |         | landmark sample (SPEC claim 7), weights a6..a10     |
 
@@ -27,7 +29,7 @@ KIND_PERTURBED = 1
 
 IMAGE_KEYS = ("source", "target")
 MASK_KEYS = ("driving_mask", "target_mask")
-LANDMARK_KEYS = ("source_landmarks", "driving_landmarks")
+LANDMARK_KEYS = ("source_landmarks", "driving_landmarks", "target_landmarks")
 KEYS = IMAGE_KEYS + MASK_KEYS + LANDMARK_KEYS + ("sample_kind",)
 
 
@@ -44,6 +46,7 @@ def validate_batch(batch, resolution: int, mask_channels: int) -> None:
       "target_mask": ((b, resolution, resolution, mask_channels), np.uint8),
       "source_landmarks": ((b, 68, 2), np.float32),
       "driving_landmarks": ((b, 68, 2), np.float32),
+      "target_landmarks": ((b, 68, 2), np.float32),
       "sample_kind": ((b,), np.int32),
   }
   for key, (shape, dtype) in expect.items():
