@@ -1,0 +1,115 @@
+"""The two decoders of SPEC 1.3: reconstruction and generation ("target processing")."""
+
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from facegen_jax.models import layers
+from facegen_jax.models.mask_affine_norm import MaskAffineNorm
+
+
+def _up(features: int, kernel_size: int, dtype, name: str) -> nn.ConvTranspose:
+  """A stride-2 transposed convolution that doubles H and W."""
+  return nn.ConvTranspose(features, (kernel_size,) * 2, strides=(2, 2), padding="SAME", dtype=dtype, name=name)
+
+
+class ReconstructionDecoder(nn.Module):
+  """j >= 2 levels of `activation -> transposed conv -> norm`; the last outputs the image.
+
+  Attributes:
+    features: output channels of levels 1..j-1 (the intermediate outputs); level j outputs 3.
+    kernel_size: kernel of the transposed convolutions.
+    norm: normalization after each intermediate transposed conv.
+    activation: name of the activation opening each level.
+  """
+
+  features: Sequence[int]
+  kernel_size: int = 4
+  norm: str = "batch"
+  activation: str = "relu"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, code: jnp.ndarray, *, train: bool) -> tuple[jnp.ndarray, list[jnp.ndarray]]:
+    """Args: code `[B, h, w, C]`.
+
+    Returns: the reconstructed image `[B, h * 2^j, w * 2^j, 3]` in [-1, 1] (tanh) and the
+    intermediate outputs `[B, h * 2^k, w * 2^k, features[k-1]]` for k = 1..j-1.
+    """
+    act = layers.activation(self.activation)
+    x, intermediates = code, []
+    for k, feats in enumerate(self.features):
+      x = _up(feats, self.kernel_size, self.dtype, f"up_{k}")(act(x))
+      x = layers.Norm(self.norm, dtype=self.dtype, name=f"norm_{k}")(x, train=train)
+      intermediates.append(x)
+    image = _up(3, self.kernel_size, self.dtype, f"up_{len(self.features)}")(act(x))
+    return jnp.tanh(image.astype(jnp.float32)), intermediates
+
+
+class GenerationDecoder(nn.Module):
+  """The target-processing levels: merge, fuse with the mask, decode (SPEC 1.3 a-c).
+
+  The texture code is first decoded (`transposed conv -> norm -> activation`) to the size of the
+  reconstruction decoder's first intermediate output. Then each level i = 1..n:
+    a. concatenates, along channels, its input with the reconstruction decoder's output of the
+       same size (if i is in `merge_levels`),
+    b. fuses the result with the level-i face mask by mask-conditioned affine normalization,
+    c. decodes it with `activation -> transposed conv -> norm` to twice the size; the last level
+       outputs the target image (tanh).
+
+  Attributes:
+    features: output channels of the stem and of levels 1..n-1 (`len(features)` = n >= 2);
+      the last level outputs 3.
+    merge_levels: 1-based levels that concatenate a reconstruction output; None = all.
+    kernel_size, norm, activation: as in ReconstructionDecoder.
+    gamma_kernel, beta_kernel, hidden_features, modulation: MaskAffineNorm settings.
+  """
+
+  features: Sequence[int]
+  merge_levels: Optional[Sequence[int]] = None
+  kernel_size: int = 4
+  norm: str = "batch"
+  activation: str = "relu"
+  gamma_kernel: int = 3
+  beta_kernel: int = 1
+  hidden_features: Optional[int] = 64
+  modulation: str = "residual"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, code: jnp.ndarray, recon_outputs: Sequence[jnp.ndarray], masks: dict[int, jnp.ndarray],
+               *, train: bool) -> jnp.ndarray:
+    """Args:
+      code: texture code `[B, h, w, C]`.
+      recon_outputs: the reconstruction decoder's intermediates, sizes 2h, 4h, ... (n of them).
+      masks: {size: level mask `[B, size, size, M]`} for sizes 2h .. 2^n h.
+
+    Returns: the target image `[B, h * 2^(n+1), w * 2^(n+1), 3]` in [-1, 1].
+    """
+    n = len(self.features)
+    if n < 2:
+      raise ValueError(f"GenerationDecoder needs n >= 2 levels, got features={list(self.features)}")
+    if len(recon_outputs) != n:
+      raise ValueError(f"GenerationDecoder: {n} levels but {len(recon_outputs)} reconstruction outputs")
+    merge = set(range(1, n + 1) if self.merge_levels is None else self.merge_levels)
+    if not merge <= set(range(1, n + 1)):
+      raise ValueError(f"merge_levels {sorted(merge)} must be within 1..{n}")
+    act = layers.activation(self.activation)
+    x = _up(self.features[0], self.kernel_size, self.dtype, "stem")(code)
+    x = act(layers.Norm(self.norm, dtype=self.dtype, name="stem_norm")(x, train=train))
+    for i in range(1, n + 1):
+      if i in merge:
+        x = jnp.concatenate([x, recon_outputs[i - 1].astype(x.dtype)], axis=-1)
+      size = x.shape[1]
+      if size not in masks:
+        raise ValueError(f"no face mask of size {size} for generation level {i}")
+      x = MaskAffineNorm(self.gamma_kernel, self.beta_kernel, self.hidden_features, self.modulation,
+                         norm=self.norm, dtype=self.dtype, name=f"fuse_{i}")(x, masks[size], train=train)
+      x = act(x)
+      if i < n:
+        x = _up(self.features[i], self.kernel_size, self.dtype, f"up_{i}")(x)
+        x = layers.Norm(self.norm, dtype=self.dtype, name=f"norm_{i}")(x, train=train)
+      else:
+        x = _up(3, self.kernel_size, self.dtype, f"up_{i}")(x)
+    return jnp.tanh(x.astype(jnp.float32))

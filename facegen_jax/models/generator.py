@@ -1,0 +1,100 @@
+"""The generator of SPEC 1: texture encoder, reconstruction decoder, mask-fused generation decoder."""
+
+import math
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from facegen_jax.models import layers
+from facegen_jax.models.decoders import GenerationDecoder, ReconstructionDecoder
+from facegen_jax.models.encoder import TextureEncoder
+
+
+def num_levels(resolution: int, bottleneck_size: int) -> int:
+  """s, the number of encoder layers: how many halvings take `resolution` to `bottleneck_size`.
+
+  Raises ValueError for a resolution that is not a power of two or leaves fewer than 3 levels
+  (the generation decoder needs n = s - 1 >= 2).
+  """
+  if resolution <= 0 or resolution & (resolution - 1):
+    raise ValueError(f"resolution must be a power of two (64, 128, 256, 512), got {resolution}")
+  if bottleneck_size <= 0 or bottleneck_size & (bottleneck_size - 1):
+    raise ValueError(f"bottleneck_size must be a power of two, got {bottleneck_size}")
+  s = int(math.log2(resolution // bottleneck_size))
+  if s < 3:
+    raise ValueError(f"resolution {resolution} with bottleneck {bottleneck_size} gives {s} encoder layers; "
+                     "at least 3 are needed (use resolution >= 8 * bottleneck_size)")
+  return s
+
+
+def level_features(s: int, base_features: int, max_features: int) -> list[int]:
+  """Encoder channels of layers 1..s: base doubling per layer, capped at max_features."""
+  return [min(base_features * 2**k, max_features) for k in range(s)]
+
+
+class Generator(nn.Module):
+  """One-shot reenactment generator.
+
+  `Generator(...)(source, mask)` encodes the source face into a texture code, decodes it back
+  into a reconstruction of the source (a training signal), and decodes it a second time into the
+  target image, fusing the driving face mask at every level and concatenating the matching
+  reconstruction-decoder outputs.
+
+  Attributes:
+    resolution: input and output size (power of two).
+    bottleneck_size: spatial size of the texture code; s = log2(resolution / bottleneck_size).
+    base_features, max_features: channel plan (doubling per encoder layer, capped).
+    merge_levels: generation levels (1..s-1) that concatenate a reconstruction output; None = all.
+    mask_resize: how the first mask is resized per level (see layers.MASK_RESIZE_METHODS).
+    encoder_kernel, decoder_kernel: kernels of the stride-2 convs and transposed convs.
+    norm: normalization of encoder and decoders ("batch" per SPEC).
+    activation: decoder activation.
+    gamma_kernel, beta_kernel, hidden_features, modulation: MaskAffineNorm settings.
+    dtype: computation dtype (parameters stay float32).
+  """
+
+  resolution: int = 256
+  bottleneck_size: int = 8
+  base_features: int = 64
+  max_features: int = 512
+  merge_levels: Optional[Sequence[int]] = None
+  mask_resize: str = "nearest"
+  encoder_kernel: int = 4
+  decoder_kernel: int = 4
+  norm: str = "batch"
+  activation: str = "relu"
+  gamma_kernel: int = 3
+  beta_kernel: int = 1
+  hidden_features: Optional[int] = 64
+  modulation: str = "residual"
+  dtype: jnp.dtype = jnp.float32
+
+  @property
+  def encoder_features(self) -> list[int]:
+    return level_features(num_levels(self.resolution, self.bottleneck_size), self.base_features, self.max_features)
+
+  @nn.compact
+  def __call__(self, source: jnp.ndarray, mask: jnp.ndarray, *, train: bool) -> dict[str, jnp.ndarray]:
+    """Args:
+      source: reference face `[B, R, R, 3]` in [-1, 1].
+      mask: first face mask (from the pose) `[B, R, R, M]` in [0, 1].
+
+    Returns: {"generated": `[B, R, R, 3]`, "reconstructed": `[B, R, R, 3]`}, both in [-1, 1].
+    """
+    r = self.resolution
+    if source.shape[1:3] != (r, r) or mask.shape[1:3] != (r, r):
+      raise ValueError(f"Generator(resolution={r}) got source {source.shape} and mask {mask.shape}")
+    enc = self.encoder_features
+    dec = enc[-2::-1]  # channels at sizes 2h, 4h, ..., R/2
+    code, _ = TextureEncoder(enc, self.encoder_kernel, self.norm, self.dtype, name="encoder")(source, train=train)
+    reconstructed, recon_outputs = ReconstructionDecoder(
+        dec, self.decoder_kernel, self.norm, self.activation, self.dtype, name="reconstruction_decoder")(
+            code, train=train)
+    sizes = [code.shape[1] * 2**k for k in range(1, len(dec) + 1)]
+    masks = layers.MaskPyramid(sizes, self.mask_resize, dtype=self.dtype, name="mask_pyramid")(mask)
+    generated = GenerationDecoder(
+        dec, self.merge_levels, self.decoder_kernel, self.norm, self.activation, self.gamma_kernel,
+        self.beta_kernel, self.hidden_features, self.modulation, self.dtype, name="generation_decoder")(
+            code, recon_outputs, masks, train=train)
+    return {"generated": generated, "reconstructed": reconstructed}
