@@ -1,0 +1,172 @@
+"""SYNTHETIC faces: procedural cartoon faces drawn from random 68-point landmarks.
+
+Not real data. They exist for tests, smoke runs and the `tiny` config: each "identity" is a
+random skin, hair and background colour and face shape; each "frame" of it a random head pose
+(shift, scale, roll) and expression (mouth opening, brow raise). The iterator yields exactly the
+batch dictionary of `facegen_jax.data.batch` (the same one the real TFDS/grain pipeline yields),
+with the three sample kinds of the real pipeline: (a) two frames of one identity, (b) two
+identities, (c) one frame with its own landmarks randomly perturbed.
+
+Sample `i` is a pure function of `(seed, i)`, so the iterator state is just the next index.
+"""
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from facegen_jax.data import batch as batch_lib
+from facegen_jax.landmarks import layout
+
+# Mean of dlib's 68 landmarks over 20 real photos, each normalised to its landmark bounding box
+# (centre 0, longest side 1).
+MEAN_FACE = np.array([
+    [-0.487, -0.289], [-0.478, -0.16], [-0.459, -0.032], [-0.435, 0.096], [-0.391, 0.218],
+    [-0.314, 0.323], [-0.215, 0.408], [-0.1, 0.476], [0.029, 0.491], [0.155, 0.469],
+    [0.259, 0.396], [0.348, 0.305], [0.414, 0.198], [0.45, 0.077], [0.469, -0.048],
+    [0.483, -0.173], [0.486, -0.297], [-0.389, -0.394], [-0.327, -0.457], [-0.237, -0.478],
+    [-0.145, -0.467], [-0.057, -0.433], [0.095, -0.434], [0.18, -0.468], [0.269, -0.478],
+    [0.355, -0.457], [0.411, -0.395], [0.022, -0.343], [0.025, -0.256], [0.028, -0.169],
+    [0.032, -0.08], [-0.069, -0.021], [-0.022, -0.005], [0.029, 0.01], [0.078, -0.006],
+    [0.121, -0.022], [-0.283, -0.32], [-0.231, -0.352], [-0.169, -0.351], [-0.113, -0.313],
+    [-0.172, -0.301], [-0.234, -0.3], [0.147, -0.315], [0.201, -0.353], [0.263, -0.353],
+    [0.313, -0.32], [0.267, -0.302], [0.206, -0.303], [-0.171, 0.146], [-0.096, 0.115],
+    [-0.023, 0.097], [0.029, 0.108], [0.08, 0.095], [0.147, 0.112], [0.214, 0.139],
+    [0.15, 0.201], [0.085, 0.233], [0.029, 0.241], [-0.026, 0.237], [-0.098, 0.21],
+    [-0.141, 0.151], [-0.023, 0.14], [0.03, 0.144], [0.081, 0.138], [0.184, 0.144],
+    [0.081, 0.168], [0.028, 0.176], [-0.025, 0.17]], np.float32)
+
+_MOUTH_LOWER = list(range(55, 60)) + list(range(65, 68))  # points that move down when the mouth opens
+_BROWS = list(range(17, 27))
+
+
+def _identity(rng: np.random.Generator) -> dict:
+  return {
+      "skin": rng.integers(90, 240, 3),
+      "hair": rng.integers(0, 120, 3),
+      "background": rng.integers(0, 256, 3),
+      "lips": np.array([rng.integers(120, 220), rng.integers(30, 90), rng.integers(40, 100)]),
+      "iris": rng.integers(0, 140, 3),
+      "shape": np.array([rng.uniform(0.85, 1.1), rng.uniform(0.9, 1.15)]),  # x, y stretch
+  }
+
+
+def random_landmarks(rng: np.random.Generator, ident: dict, resolution: int) -> np.ndarray:
+  """A random head pose and expression of `ident`: `[68, 2]` float32 pixel coordinates."""
+  pts = MEAN_FACE * ident["shape"]
+  pts = pts.copy()
+  pts[_MOUTH_LOWER, 1] += rng.uniform(0.0, 0.08)
+  pts[_BROWS, 1] -= rng.uniform(0.0, 0.04)
+  angle = rng.uniform(-0.25, 0.25)
+  rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], np.float32)
+  scale = rng.uniform(0.5, 0.62) * resolution
+  centre = resolution / 2 + rng.uniform(-0.06, 0.06, 2) * resolution
+  return ((pts @ rot.T) * scale + centre).astype(np.float32)
+
+
+def draw_face(landmarks: np.ndarray, ident: dict, resolution: int) -> np.ndarray:
+  """Draws a cartoon face for `landmarks` `[68, 2]`. Returns `[R, R, 3]` uint8."""
+  ss = 2  # supersampling for smooth edges
+  img = Image.new("RGB", (resolution * ss, resolution * ss), tuple(int(c) for c in ident["background"]))
+  d = ImageDraw.Draw(img)
+  p = landmarks.astype(np.float64) * ss
+  pt = lambda idx: [tuple(q) for q in p[idx]]
+  jaw = p[0:17]
+  top = p[17:27][::-1] - np.array([0, 0.12 * (p[8, 1] - p[27, 1])])  # forehead above the brows
+  d.polygon([tuple(q) for q in np.concatenate([jaw, top])], fill=tuple(int(c) for c in ident["skin"]))
+  hair = tuple(int(c) for c in ident["hair"])
+  width = max(1, int(0.02 * resolution * ss))
+  d.line(pt(range(17, 22)), fill=hair, width=width * 2)
+  d.line(pt(range(22, 27)), fill=hair, width=width * 2)
+  for eye in (range(36, 42), range(42, 48)):
+    d.polygon(pt(eye), fill=(245, 245, 245))
+    c = p[list(eye)].mean(0)
+    r = 0.35 * (p[list(eye)][:, 0].max() - p[list(eye)][:, 0].min())
+    d.ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], fill=tuple(int(v) for v in ident["iris"]))
+  shade = tuple(int(c * 0.7) for c in ident["skin"])
+  d.line(pt(range(27, 31)), fill=shade, width=width)
+  d.line(pt(range(31, 36)), fill=shade, width=width)
+  d.polygon(pt(range(48, 60)), fill=tuple(int(c) for c in ident["lips"]))
+  d.polygon(pt(range(60, 68)), fill=(60, 20, 30))
+  return np.asarray(img.resize((resolution, resolution), Image.BILINEAR))
+
+
+def perturb(landmarks: np.ndarray, rng: np.random.Generator, resolution: int, magnitude: float) -> np.ndarray:
+  """Moves each facial part (and the contour) by a random shift of up to `magnitude` * R."""
+  out = landmarks.copy()
+  for start, stop, _ in layout.PARTS.values():
+    out[start:stop] += rng.uniform(-magnitude, magnitude, 2) * resolution
+  return np.clip(out, 0, resolution - 1).astype(np.float32)
+
+
+class SyntheticFaces:
+  """Deterministic iterator of SYNTHETIC training batches (see module docstring).
+
+  Args:
+    resolution: image size R.
+    batch_size: samples per `next()`.
+    mask_per_part: one mask channel per landmark part instead of one.
+    seed: base seed.
+    kind_ratios: probabilities of sample kinds (a) same identity, (b) other identity, (c) perturbed.
+    perturb_magnitude: maximal part shift of kind (c), as a fraction of R.
+    num_identities: size of the identity pool (small pools let tiny models overfit).
+    process_index, process_count: this process's share of every global batch (for multi-host
+      runs: process k takes samples k * batch_size ... of each global batch).
+  """
+
+  def __init__(self, resolution: int, batch_size: int, *, mask_per_part: bool = False, seed: int = 0,
+               kind_ratios=(0.5, 0.25, 0.25), perturb_magnitude: float = 0.03, num_identities: int = 64,
+               process_index: int = 0, process_count: int = 1):
+    self.resolution, self.batch_size, self.mask_per_part = resolution, batch_size, mask_per_part
+    self.seed, self.perturb_magnitude, self.num_identities = seed, perturb_magnitude, num_identities
+    ratios = np.asarray(kind_ratios, np.float64)
+    if ratios.shape != (3,) or ratios.min() < 0 or ratios.sum() <= 0:
+      raise ValueError(f"kind_ratios must be 3 non-negative numbers, got {kind_ratios}")
+    self.kind_ratios = ratios / ratios.sum()
+    self.process_index, self.process_count = process_index, process_count
+    self._index = 0  # first sample of the next global batch
+
+  def _ident(self, k: int) -> dict:
+    return _identity(np.random.default_rng([self.seed, 1, k]))
+
+  def sample(self, i: int) -> dict:
+    """Sample `i` as a dict of unbatched arrays."""
+    from facegen_jax.landmarks.masks import render_mask  # pylint: disable=import-outside-toplevel
+    r = self.resolution
+    rng = np.random.default_rng([self.seed, 0, i])
+    kind = int(rng.choice(3, p=self.kind_ratios))
+    src_id = int(rng.integers(self.num_identities))
+    ident = self._ident(src_id)
+    src_lm = random_landmarks(rng, ident, r)
+    source = draw_face(src_lm, ident, r)
+    if kind == 0:  # (a) another "frame" of the same identity is the ground truth
+      drv_lm = random_landmarks(rng, ident, r)
+      target, tgt_lm = draw_face(drv_lm, ident, r), drv_lm
+    elif kind == 1:  # (b) the pose of another identity; no ground truth, the target is the source
+      other = self._ident(int((src_id + 1 + rng.integers(self.num_identities - 1)) % self.num_identities))
+      drv_lm = random_landmarks(rng, other, r)
+      target, tgt_lm = source, src_lm
+    else:  # (c) its own landmarks randomly perturbed (SPEC claim 7)
+      drv_lm = perturb(src_lm, rng, r, self.perturb_magnitude)
+      target, tgt_lm = source, src_lm
+    drv_mask = render_mask(drv_lm, r, per_part=self.mask_per_part)
+    tgt_mask = drv_mask if tgt_lm is drv_lm else render_mask(tgt_lm, r, per_part=self.mask_per_part)
+    return {
+        "source": source, "source_landmarks": src_lm,
+        "driving_mask": drv_mask, "driving_landmarks": drv_lm,
+        "target": target, "target_mask": tgt_mask, "target_landmarks": tgt_lm,
+        "sample_kind": np.int32(batch_lib.KIND_PERTURBED if kind == 2 else batch_lib.KIND_FIRST),
+    }
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    first = self._index + self.process_index * self.batch_size
+    samples = [self.sample(first + j) for j in range(self.batch_size)]
+    self._index += self.batch_size * self.process_count
+    return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+
+  def get_state(self) -> dict:
+    return {"next_index": self._index}
+
+  def set_state(self, state: dict) -> None:
+    self._index = int(state["next_index"])

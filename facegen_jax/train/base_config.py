@@ -1,0 +1,75 @@
+"""Every config field, with its default. Experiment configs (experiments/configs/*.py) start here.
+
+Loss weights follow SPEC 2: `loss.first` holds a1..a5 for first-kind samples, `loss.perturbed`
+a6..a10 for perturbed-landmark samples (defaults 1, 1, 25, 25, 1 each).
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.resolution = 256
+  c.mask_per_part = False  # one mask channel per landmark part instead of one
+  c.compute_dtype = "float32"  # or "bfloat16" (params stay float32)
+  c.global_batch_size = 16
+  c.num_train_steps = 200_000
+
+  c.model = ml_collections.ConfigDict()
+  c.model.bottleneck_size = 8  # texture-code size; encoder layers s = log2(resolution / 8)
+  c.model.base_features = 64
+  c.model.max_features = 512
+  c.model.merge_levels = "all"  # generation levels that concatenate reconstruction outputs: all | none | "1,2"
+  c.model.mask_resize = "nearest"  # nearest | bilinear | area | strided_conv
+  c.model.encoder_kernel = 4
+  c.model.decoder_kernel = 4
+  c.model.norm = "batch"  # batch | instance
+  c.model.activation = "relu"
+  c.model.gamma_kernel = 3
+  c.model.beta_kernel = 1
+  c.model.hidden_features = 128  # shared conv over the mask before gamma/beta; 0 = none
+  c.model.modulation = "residual"  # x * (1 + gamma) + beta; "plain": x * gamma + beta
+
+  c.discriminator = ml_collections.ConfigDict()
+  c.discriminator.num_scales = 3
+  c.discriminator.num_layers = 3
+  c.discriminator.base_features = 64
+  c.discriminator.max_features = 512
+  c.discriminator.norm = "instance"  # instance | none
+  c.discriminator.spectral_norm = False
+  c.discriminator.conditional = True  # the discriminator sees image + face mask
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.first = ml_collections.ConfigDict(  # a1..a5
+      dict(identity=1.0, perceptual=1.0, pixel=25.0, reconstruction=25.0, adversarial=1.0))
+  c.loss.perturbed = ml_collections.ConfigDict(  # a6..a10
+      dict(identity=1.0, perceptual=1.0, pixel=25.0, reconstruction=25.0, adversarial=1.0))
+  c.loss.adversarial_kind = "hinge"  # hinge | non_saturating
+  c.loss.feature_matching = 0.0  # pix2pixHD discriminator feature matching weight
+  c.loss.identity_net = "dlib_resnet"  # face-recognition net for L1 ("" = none)
+  c.loss.perceptual_net = "dlib_resnet"  # feature net for L2: dlib_resnet | vgg19 ("" = none)
+  c.loss.vgg19_weights = ""  # path to converted VGG19 weights (.npz) when perceptual_net = vgg19
+  c.loss.perceptual_layer_weights = ()  # per-feature-map weights; () = equal
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.g_learning_rate = 1e-4
+  c.optimizer.d_learning_rate = 4e-4  # TTUR
+  c.optimizer.b1 = 0.0
+  c.optimizer.b2 = 0.999
+  c.optimizer.schedule = "constant"  # constant | warmup_cosine
+  c.optimizer.warmup_steps = 1000
+  c.optimizer.grad_clip_norm = 0.0  # 0 = off
+  c.optimizer.ema_decay = 0.999
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "synthetic"  # synthetic | tfds
+  c.data.synthetic_identities = 64
+  c.data.kind_ratios = (0.5, 0.25, 0.25)  # (a) same video, (b) other identity, (c) perturbed landmarks
+  c.data.perturb_magnitude = 0.03  # synthetic: max part shift, fraction of the resolution
+
+  c.log_every_steps = 50
+  c.image_every_steps = 500
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  return c

@@ -1,0 +1,174 @@
+"""`train_and_evaluate(config, workdir)`: the training job, resumable from its workdir."""
+
+import json
+import os
+import queue
+import signal
+import threading
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from facegen_jax.data import batch as batch_lib
+from facegen_jax.models import factory
+from facegen_jax.train import checkpointing, sharding, summaries
+from facegen_jax.train.state import create_train_state
+from facegen_jax.train.step import LossNets, make_train_step
+
+
+class NonFiniteLossError(RuntimeError):
+  """A loss became NaN or infinite; the last checkpoint on disk is the last good state."""
+
+
+def create_data_iterator(config: ml_collections.ConfigDict):
+  """This process's iterator of training batches (see facegen_jax/data/batch.py)."""
+  per_process = config.global_batch_size // jax.process_count()
+  if config.data.source == "synthetic":
+    from facegen_jax.data.synthetic import SyntheticFaces  # pylint: disable=import-outside-toplevel
+    return SyntheticFaces(config.resolution, per_process, mask_per_part=config.mask_per_part, seed=config.seed,
+                          kind_ratios=tuple(config.data.kind_ratios), perturb_magnitude=config.data.perturb_magnitude,
+                          num_identities=config.data.synthetic_identities, process_index=jax.process_index(),
+                          process_count=jax.process_count())
+  if config.data.source == "tfds":
+    from facegen_jax.data.pipeline import create_train_iterator  # pylint: disable=import-outside-toplevel
+    return create_train_iterator(config.data, global_batch_size=config.global_batch_size,
+                                 resolution=config.resolution, mask_per_part=config.mask_per_part, seed=config.seed)
+  raise ValueError(f"config.data.source must be 'synthetic' or 'tfds', got {config.data.source!r}")
+
+
+def load_loss_nets(config: ml_collections.ConfigDict) -> LossNets:
+  """Loads the identity / perceptual networks whose loss weights are non-zero."""
+  def weighted(term):
+    return any(float(config.loss[g][term]) != 0 for g in ("first", "perturbed"))
+
+  cache = {}
+
+  def load(name):
+    if not name:
+      return None
+    if name not in cache:
+      from facegen_jax.nets import load_frozen_net  # pylint: disable=import-outside-toplevel
+      kwargs = {"weights_path": config.loss.vgg19_weights} if name == "vgg19" else {}
+      cache[name] = load_frozen_net(name, **kwargs)
+    return cache[name]
+
+  return LossNets(identity=load(config.loss.identity_net) if weighted("identity") else None,
+                  perceptual=load(config.loss.perceptual_net) if weighted("perceptual") else None)
+
+
+class _Prefetch:
+  """Produces batches on a background thread, each with the iterator state after it."""
+
+  def __init__(self, iterator, size: int = 2):
+    self._it, self._queue = iterator, queue.Queue(maxsize=size)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+    self._thread.start()
+
+  def _run(self):
+    try:
+      while not self._stop.is_set():
+        item = next(self._it)
+        self._queue.put((item, self._it.get_state()))
+    except BaseException as e:  # pylint: disable=broad-except
+      self._queue.put(e)
+
+  def next(self):
+    item = self._queue.get()
+    if isinstance(item, BaseException):
+      raise item
+    return item
+
+  def close(self):
+    self._stop.set()
+    try:
+      while True:
+        self._queue.get_nowait()
+    except queue.Empty:
+      pass
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming from its newest checkpoint) for config.num_train_steps.
+
+  Returns the metrics of the last step (floats).
+  """
+  summaries.quiet_library_logs()
+  os.makedirs(workdir, exist_ok=True)
+  write_config(config, workdir)
+
+  # Mesh.
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.global_batch_size, mesh)
+  logging.info("devices: %d (%s), processes: %d", mesh.devices.size, jax.devices()[0].platform, jax.process_count())
+
+  # Model.
+  loss_nets = load_loss_nets(config)
+  train_step = sharding.jit_train_step(make_train_step(config, loss_nets), mesh)
+  state = sharding.replicate(create_train_state(config), mesh)
+  frozen = sharding.replicate(loss_nets.frozen_params(), mesh)
+
+  # Input.
+  data_iter = create_data_iterator(config)
+
+  # Checkpoint.
+  manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
+  restored = checkpointing.restore_latest(manager, state)
+  if restored is not None:
+    state, data_state = restored
+    data_iter.set_state(data_state)
+    logging.info("resumed from %s at step %d", manager.directory, int(state.step))
+  start_step = int(jax.device_get(state.step))
+  data_state = data_iter.get_state()
+
+  stop_requested = threading.Event()
+  previous_handler = None
+  if threading.current_thread() is threading.main_thread():
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
+
+  summ = summaries.Summaries(workdir, config.num_train_steps, enabled=jax.process_index() == 0)
+  summ.start(start_step)
+  prefetch = _Prefetch(data_iter)
+  last = {}
+  step = start_step
+  try:
+    # Loop.
+    first = True
+    while step < config.num_train_steps:
+      host_batch, next_data_state = prefetch.next()
+      if first:
+        batch_lib.validate_batch(host_batch, config.resolution, factory.mask_channels(config))
+        first = False
+      new_state, metrics, images = train_step(state, sharding.shard_batch(host_batch, mesh), frozen)
+      metrics = jax.device_get(metrics)
+      if not all(np.isfinite(v) for v in metrics.values()):
+        bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
+        raise NonFiniteLossError(
+            f"non-finite {bad} at step {step + 1}; stopped. The newest checkpoint in {manager.directory} "
+            f"(step {manager.latest_step()}) is the last good state. Lower the learning rates or check the data.")
+      state, data_state, step, last = new_state, next_data_state, step + 1, metrics
+      if step % config.log_every_steps == 0 or step == config.num_train_steps:
+        summ.scalars(step, metrics)
+      if config.image_every_steps and (step % config.image_every_steps == 0 or step == config.num_train_steps):
+        summ.images(step, summaries.image_grid(host_batch, jax.device_get(images)))
+      if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
+        checkpointing.save(manager, state, data_state)
+      if stop_requested.is_set():
+        logging.warning("SIGTERM: saving step %d and exiting", step)
+        checkpointing.save(manager, state, data_state)
+        break
+  finally:
+    prefetch.close()
+    manager.wait_until_finished()
+    summ.close()
+    if previous_handler is not None:
+      signal.signal(signal.SIGTERM, previous_handler)
+  return {k: float(v) for k, v in last.items()}

@@ -1,0 +1,181 @@
+"""The pure, jit-compiled GAN train step: a discriminator update, then a generator update.
+
+`make_train_step(config, loss_nets)` returns `train_step(state, batch, frozen_params) ->
+(state, metrics)`. The generator runs forward once: its VJP is kept while the discriminator is
+updated on the detached output, then the generator's losses (SPEC 2: L1 identity, L2 perceptual,
+L3 pixel, L4 reconstruction, L5 adversarial, plus optional feature matching) are differentiated
+with respect to the generated and reconstructed images and pulled back through that VJP.
+
+Per-sample loss weights come from `batch["sample_kind"]`: first-kind samples use
+`config.loss.first` (a1..a5), perturbed-landmark samples `config.loss.perturbed` (a6..a10).
+"""
+
+import dataclasses
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from facegen_jax.losses import adversarial, pixel
+from facegen_jax.models import factory
+from facegen_jax.nets.base import FrozenNet
+from facegen_jax.train.state import TrainState, make_optimizers
+
+LOSS_TERMS = ("identity", "perceptual", "pixel", "reconstruction", "adversarial")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossNets:
+  """The pretrained networks of the identity (L1) and perceptual (L2) losses; None when unused."""
+
+  identity: Optional[FrozenNet] = None
+  perceptual: Optional[FrozenNet] = None
+
+  def frozen_params(self) -> dict:
+    """The argument `train_step` takes for them."""
+    return {"identity": None if self.identity is None else self.identity.params,
+            "perceptual": None if self.perceptual is None else self.perceptual.params}
+
+
+def loss_weights(config: ml_collections.ConfigDict) -> jnp.ndarray:
+  """`[2, 5]` weights: row 0 = a1..a5 (first kind), row 1 = a6..a10 (perturbed)."""
+  return jnp.array([[float(config.loss[group][t]) for t in LOSS_TERMS] for group in ("first", "perturbed")])
+
+
+def check_loss_nets(config: ml_collections.ConfigDict, loss_nets: LossNets) -> None:
+  """Fails clearly when a loss is weighted but its network is missing (never a silent zero)."""
+  weights = loss_weights(config)
+  for term, net in (("identity", loss_nets.identity), ("perceptual", loss_nets.perceptual)):
+    col = LOSS_TERMS.index(term)
+    if float(jnp.abs(weights[:, col]).max()) > 0 and net is None:
+      raise ValueError(
+          f"config.loss.first.{term} / config.loss.perturbed.{term} are non-zero but no {term} network is "
+          f"loaded (config.loss.{term}_net={config.loss.get(term + '_net')!r}). Set both weights to 0, or "
+          "give a network name that facegen_jax.nets.load_frozen_net knows.")
+
+
+def to_float_image(x: jnp.ndarray) -> jnp.ndarray:
+  """uint8 [0, 255] -> float32 [-1, 1]."""
+  return x.astype(jnp.float32) / 127.5 - 1.0
+
+
+def to_float_mask(x: jnp.ndarray) -> jnp.ndarray:
+  """uint8 [0, 255] -> float32 [0, 1]."""
+  return x.astype(jnp.float32) / 255.0
+
+
+def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = LossNets()):
+  """Builds the pure train step for `config` (not yet jitted: see `sharding.jit_train_step`)."""
+  check_loss_nets(config, loss_nets)
+  generator, discriminator = factory.build_generator(config), factory.build_discriminator(config)
+  g_tx, d_tx = make_optimizers(config)
+  weights = loss_weights(config)
+  adv_kind, fm_weight = config.loss.adversarial_kind, float(config.loss.feature_matching)
+  conditional, ema_decay = config.discriminator.conditional, float(config.optimizer.ema_decay)
+  perceptual_layers = tuple(config.loss.perceptual_layer_weights) or None
+  d_mutable = ["batch_stats"] if config.discriminator.spectral_norm else []
+
+  def d_input(image, mask):
+    return jnp.concatenate([image, mask], axis=-1) if conditional else image
+
+  def run_d(d_vars, x, train):
+    if d_mutable:
+      (logits, feats), updates = discriminator.apply(d_vars, x, train=train, mutable=d_mutable)
+      return logits, feats, {**d_vars, **updates}
+    logits, feats = discriminator.apply(d_vars, x, train=train)
+    return logits, feats, d_vars
+
+  def net_outputs(net, params, images, landmarks):
+    return net.apply(params, images, landmarks)
+
+  def train_step(state: TrainState, batch: dict, frozen: dict):
+    source, target = to_float_image(batch["source"]), to_float_image(batch["target"])
+    drv_mask, tgt_mask = to_float_mask(batch["driving_mask"]), to_float_mask(batch["target_mask"])
+    sample_w = weights[batch["sample_kind"]]  # [B, 5]
+    metrics = {}
+
+    # Generator forward, keeping its VJP.
+    def g_forward(g_params):
+      out, updates = generator.apply({**state.g_vars, "params": g_params}, source, drv_mask, train=True,
+                                     mutable=["batch_stats"])
+      return (out["generated"], out["reconstructed"]), updates["batch_stats"]
+
+    (generated, reconstructed), g_vjp, g_batch_stats = jax.vjp(g_forward, state.g_vars["params"], has_aux=True)
+
+    # Discriminator update on real (target, its mask) vs fake (generated, driving mask).
+    real_in, fake_in = d_input(target, tgt_mask), d_input(jax.lax.stop_gradient(generated), drv_mask)
+
+    def d_loss_fn(d_params):
+      logits, _, new_d_vars = run_d({**state.d_vars, "params": d_params},
+                                    jnp.concatenate([real_in, fake_in], axis=0), train=True)
+      n = real_in.shape[0]
+      real_l, fake_l = [l[:n] for l in logits], [l[n:] for l in logits]
+      loss = adversarial.discriminator_loss(real_l, fake_l, adv_kind).mean()
+      aux = {"d/real_logit": jnp.mean(jnp.stack([l.mean() for l in real_l])),
+             "d/fake_logit": jnp.mean(jnp.stack([l.mean() for l in fake_l]))}
+      return loss, (aux, new_d_vars)
+
+    (d_loss, (d_aux, new_d_vars)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_vars["params"])
+    d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_vars["params"])
+    d_params = optax.apply_updates(state.d_vars["params"], d_updates)
+    d_vars = {**new_d_vars, "params": d_params}
+    metrics.update(d_aux)
+    metrics.update({"d/loss": d_loss, "d/grad_norm": optax.global_norm(d_grads),
+                    "d/param_norm": optax.global_norm(d_params)})
+
+    # Generator losses, as a function of its two outputs.
+    src_lm, drv_lm, tgt_lm = batch["source_landmarks"], batch["driving_landmarks"], batch["target_landmarks"]
+    ref_id = ref_pc = None
+    if loss_nets.identity is not None:
+      ref_id = jax.lax.stop_gradient(net_outputs(loss_nets.identity, frozen["identity"], source, src_lm))
+    if loss_nets.perceptual is not None:
+      ref_pc = jax.lax.stop_gradient(net_outputs(loss_nets.perceptual, frozen["perceptual"], target, tgt_lm))
+
+    def g_loss_fn(gen, rec):
+      terms = {
+          "pixel": pixel.l1_per_sample(gen, target),
+          "reconstruction": pixel.l1_per_sample(rec, source),
+      }
+      if loss_nets.identity is not None or loss_nets.perceptual is not None:
+        from facegen_jax.losses import identity, perceptual  # pylint: disable=import-outside-toplevel
+        shared = loss_nets.identity is loss_nets.perceptual
+        gen_id = net_outputs(loss_nets.identity, frozen["identity"], gen, drv_lm) if loss_nets.identity else None
+        gen_pc = gen_id if shared else (
+            net_outputs(loss_nets.perceptual, frozen["perceptual"], gen, drv_lm) if loss_nets.perceptual else None)
+        if gen_id is not None:
+          terms["identity"] = identity.identity_loss(ref_id["embedding"], gen_id["embedding"])
+        if gen_pc is not None:
+          terms["perceptual"] = perceptual.perceptual_loss(ref_pc["features"], gen_pc["features"], perceptual_layers)
+      if fm_weight > 0:
+        logits, feats, _ = run_d(d_vars, jnp.concatenate([real_in, d_input(gen, drv_mask)], axis=0), train=False)
+        n = real_in.shape[0]
+        fake_logits = [l[n:] for l in logits]
+        terms["feature_matching"] = adversarial.feature_matching_loss(
+            [[f[:n] for f in fs] for fs in feats], [[f[n:] for f in fs] for fs in feats])
+      else:
+        fake_logits, _, _ = run_d(d_vars, d_input(gen, drv_mask), train=False)
+      terms["adversarial"] = adversarial.generator_loss(fake_logits, adv_kind)
+      per_sample = sum(sample_w[:, LOSS_TERMS.index(k)] * terms[k] for k in LOSS_TERMS if k in terms)
+      if "feature_matching" in terms:
+        per_sample = per_sample + fm_weight * terms["feature_matching"]
+      total = per_sample.mean()
+      return total, {f"g/{k}": v.mean() for k, v in terms.items()}
+
+    (g_loss, g_terms), (d_gen, d_rec) = jax.value_and_grad(g_loss_fn, argnums=(0, 1), has_aux=True)(
+        generated, reconstructed)
+    (g_grads,) = g_vjp((d_gen, d_rec))
+    g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_vars["params"])
+    g_params = optax.apply_updates(state.g_vars["params"], g_updates)
+    ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, g_params)
+    metrics.update(g_terms)
+    metrics.update({"g/total": g_loss, "g/grad_norm": optax.global_norm(g_grads),
+                    "g/param_norm": optax.global_norm(g_params), "g/update_norm": optax.global_norm(g_updates)})
+    new_state = state.replace(
+        step=state.step + 1, g_vars={**state.g_vars, "params": g_params, "batch_stats": g_batch_stats},
+        d_vars=d_vars, g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_params=ema_params)
+    images = {"generated": generated, "reconstructed": reconstructed}
+    return new_state, metrics, images
+
+  return train_step
