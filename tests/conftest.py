@@ -19,3 +19,11 @@ def shared_faces():
   if not (path / "MANIFEST.tsv").exists():
     pytest.skip(f"real faces not found at {path}; set FACEGEN_SHARED_FACES")
   return path
+
+
+def pytest_configure(config):
+  """Persistent XLA compilation cache: the train-step tests compile the same programs."""
+  del config
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_compilation_cache_dir", os.environ.get("FACEGEN_JAX_CACHE", "/tmp/facegen_jax_xla_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -9,9 +9,11 @@ from facegen_jax.models import layers
 from facegen_jax.models.mask_affine_norm import MaskAffineNorm
 
 
-def _up(features: int, kernel_size: int, dtype, name: str) -> nn.ConvTranspose:
-  """A stride-2 transposed convolution that doubles H and W."""
-  return nn.ConvTranspose(features, (kernel_size,) * 2, strides=(2, 2), padding="SAME", dtype=dtype, name=name)
+def _up(features: int, kernel_size: int, dtype, name: str, use_bias: bool = True) -> nn.ConvTranspose:
+  """A stride-2 transposed convolution that doubles H and W (no bias when a norm follows: it
+  would cancel it, leaving a parameter whose gradient is zero)."""
+  return nn.ConvTranspose(features, (kernel_size,) * 2, strides=(2, 2), padding="SAME", use_bias=use_bias,
+                          dtype=dtype, name=name)
 
 
 class ReconstructionDecoder(nn.Module):
@@ -40,7 +42,7 @@ class ReconstructionDecoder(nn.Module):
     act = layers.activation(self.activation)
     x, intermediates = code, []
     for k, feats in enumerate(self.features):
-      x = _up(feats, self.kernel_size, self.dtype, f"up_{k}")(act(x))
+      x = _up(feats, self.kernel_size, self.dtype, f"up_{k}", self.norm == "none")(act(x))
       x = layers.Norm(self.norm, dtype=self.dtype, name=f"norm_{k}")(x, train=train)
       intermediates.append(x)
     image = _up(3, self.kernel_size, self.dtype, f"up_{len(self.features)}")(act(x))
@@ -55,8 +57,8 @@ class GenerationDecoder(nn.Module):
     a. concatenates, along channels, its input with the reconstruction decoder's output of the
        same size (if i is in `merge_levels`),
     b. fuses the result with the level-i face mask by mask-conditioned affine normalization,
-    c. decodes it with `activation -> transposed conv -> norm` to twice the size; the last level
-       outputs the target image (tanh).
+    c. decodes it with `activation -> transposed conv` to twice the size, where the next level's
+       normalization (b) follows; the last level outputs the target image (tanh).
 
   Attributes:
     features: output channels of the stem and of levels 1..n-1 (`len(features)` = n >= 2);
@@ -96,7 +98,7 @@ class GenerationDecoder(nn.Module):
     if not merge <= set(range(1, n + 1)):
       raise ValueError(f"merge_levels {sorted(merge)} must be within 1..{n}")
     act = layers.activation(self.activation)
-    x = _up(self.features[0], self.kernel_size, self.dtype, "stem")(code)
+    x = _up(self.features[0], self.kernel_size, self.dtype, "stem", self.norm == "none")(code)
     x = act(layers.Norm(self.norm, dtype=self.dtype, name="stem_norm")(x, train=train))
     for i in range(1, n + 1):
       if i in merge:
@@ -108,8 +110,9 @@ class GenerationDecoder(nn.Module):
                          norm=self.norm, dtype=self.dtype, name=f"fuse_{i}")(x, masks[size], train=train)
       x = act(x)
       if i < n:
-        x = _up(self.features[i], self.kernel_size, self.dtype, f"up_{i}")(x)
-        x = layers.Norm(self.norm, dtype=self.dtype, name=f"norm_{i}")(x, train=train)
+        # The norm after this transposed conv is the next level's parameter-free normalization
+        # (step b): a second one in between would be cancelled by it.
+        x = _up(self.features[i], self.kernel_size, self.dtype, f"up_{i}", self.norm == "none")(x)
       else:
         x = _up(3, self.kernel_size, self.dtype, f"up_{i}")(x)
     return jnp.tanh(x.astype(jnp.float32))

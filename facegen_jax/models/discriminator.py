@@ -23,8 +23,9 @@ class PatchDiscriminator(nn.Module):
   spectral_norm: bool = False
   dtype: jnp.dtype = jnp.float32
 
-  def _conv(self, x, feats, stride, name, train):
-    conv = nn.Conv(feats, (4, 4), strides=(stride, stride), padding="SAME", dtype=self.dtype, name=name)
+  def _conv(self, x, feats, stride, name, train, use_bias=True):
+    conv = nn.Conv(feats, (4, 4), strides=(stride, stride), padding="SAME", use_bias=use_bias, dtype=self.dtype,
+                   name=name)
     if self.spectral_norm:
       return nn.SpectralNorm(conv, name=f"{name}_sn")(x, update_stats=train)
     return conv(x)
@@ -36,8 +37,9 @@ class PatchDiscriminator(nn.Module):
     for i in range(self.num_layers + 1):
       feats = min(self.base_features * 2**i, self.max_features)
       stride = 2 if i < self.num_layers else 1
-      x = self._conv(x, feats, stride, f"conv_{i}", train)
-      if i > 0:
+      normed = i > 0 and self.norm != "none"
+      x = self._conv(x, feats, stride, f"conv_{i}", train, use_bias=not normed)  # a norm cancels a bias
+      if normed:
         x = layers.Norm(self.norm, dtype=self.dtype, name=f"norm_{i}")(x, train=train)
       x = nn.leaky_relu(x, 0.2)
       features.append(x)

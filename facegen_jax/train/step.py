@@ -122,8 +122,8 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
     d_params = optax.apply_updates(state.d_vars["params"], d_updates)
     d_vars = {**new_d_vars, "params": d_params}
     metrics.update(d_aux)
-    metrics.update({"d/loss": d_loss, "d/grad_norm": optax.global_norm(d_grads),
-                    "d/param_norm": optax.global_norm(d_params)})
+    metrics.update({"d/loss": d_loss, "d/grad_norm": optax.tree.norm(d_grads),
+                    "d/param_norm": optax.tree.norm(d_params)})
 
     # Generator losses, as a function of its two outputs.
     src_lm, drv_lm, tgt_lm = batch["source_landmarks"], batch["driving_landmarks"], batch["target_landmarks"]
@@ -170,8 +170,8 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
     g_params = optax.apply_updates(state.g_vars["params"], g_updates)
     ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, g_params)
     metrics.update(g_terms)
-    metrics.update({"g/total": g_loss, "g/grad_norm": optax.global_norm(g_grads),
-                    "g/param_norm": optax.global_norm(g_params), "g/update_norm": optax.global_norm(g_updates)})
+    metrics.update({"g/total": g_loss, "g/grad_norm": optax.tree.norm(g_grads),
+                    "g/param_norm": optax.tree.norm(g_params), "g/update_norm": optax.tree.norm(g_updates)})
     new_state = state.replace(
         step=state.step + 1, g_vars={**state.g_vars, "params": g_params, "batch_stats": g_batch_stats},
         d_vars=d_vars, g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_params=ema_params)
