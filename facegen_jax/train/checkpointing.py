@@ -47,7 +47,8 @@ def restore_latest(manager: ocp.CheckpointManager, like: TrainState) -> Optional
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_like(like)), data=ocp.args.JsonRestore()))
   except (ValueError, KeyError, TypeError) as e:
+    detail = str(e) if len(str(e)) < 1500 else str(e)[:1500] + " ..."
     raise ValueError(
         f"checkpoint {manager.directory}/{step} does not match this config (was it trained with another "
-        f"model size or resolution? Use a new --workdir, or the config.json saved beside it): {e}") from e
+        f"model size or resolution? Use a new --workdir, or the config.json saved beside it): {detail}") from e
   return restored["state"], restored["data"]

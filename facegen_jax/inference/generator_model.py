@@ -1,0 +1,126 @@
+"""A trained generator ready for inference, loaded from a training workdir or an export.
+
+Two on-disk forms:
+- a training workdir (`config.json` + `checkpoints/<step>/`): the newest checkpoint's EMA
+  generator weights (or the raw ones) with the generator's running batch statistics;
+- an export directory (`config.json` + `generator.msgpack`), written by `export()`: a single
+  small file with just the inference weights, suitable for shipping.
+"""
+
+import functools
+import json
+import os
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from facegen_jax.models import factory
+
+EXPORT_FILE = "generator.msgpack"
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+  """The config.json of a workdir or export directory."""
+  config_path = os.path.join(path, "config.json")
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(
+        f"{config_path} not found: --checkpoint must be a training workdir (made by experiments/train.py) or an "
+        "export directory (made by experiments/export.py), both of which hold config.json")
+  with open(config_path) as f:
+    try:
+      return ml_collections.ConfigDict(json.load(f))
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{config_path} is not valid JSON ({e}); restore it from the training run") from e
+
+
+def _restore_from_workdir(path: str, config: ml_collections.ConfigDict, use_ema: bool) -> dict:
+  from facegen_jax.train import checkpointing  # pylint: disable=import-outside-toplevel
+  from facegen_jax.train.state import create_train_state  # pylint: disable=import-outside-toplevel
+  manager = checkpointing.make_manager(path, keep=1_000_000)
+  try:
+    if manager.latest_step() is None:
+      raise FileNotFoundError(f"no checkpoint in {checkpointing.checkpoint_dir(path)}: train first, or pass an "
+                              "export directory")
+    like = jax.eval_shape(lambda: create_train_state(config))
+    state, _ = checkpointing.restore_latest(manager, like)
+  finally:
+    manager.close()
+  return {"params": state.ema_params if use_ema else state.g_vars["params"],
+          "batch_stats": state.g_vars["batch_stats"]}
+
+
+class GeneratorModel:
+  """`model(sources, masks) -> images`: the generator in inference mode, jitted.
+
+  Attributes:
+    config: the training config.
+    variables: {"params", "batch_stats"} of the generator.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, variables: dict):
+    self.config, self.variables = config, variables
+    self.generator = factory.build_generator(config)
+    self.resolution = int(config.resolution)
+    self.mask_per_part = bool(config.mask_per_part)
+    self.mask_channels = factory.mask_channels(config)
+
+  @classmethod
+  def load(cls, path: str, use_ema: bool = True) -> "GeneratorModel":
+    """From a training workdir (newest checkpoint) or an export directory."""
+    if not os.path.isdir(path):
+      raise FileNotFoundError(f"checkpoint path {path} is not a directory (a training workdir or an export)")
+    config = load_config(path)
+    export = os.path.join(path, EXPORT_FILE)
+    if os.path.exists(export):
+      like = jax.eval_shape(lambda: cls._init_variables(config))
+      with open(export, "rb") as f:
+        try:
+          variables = flax.serialization.from_bytes(like, f.read())
+        except Exception as e:  # pylint: disable=broad-except
+          raise ValueError(f"{export} does not match {path}/config.json or is damaged: {e}") from e
+      variables = jax.tree.map(jnp.asarray, variables)
+    else:
+      variables = _restore_from_workdir(path, config, use_ema)
+    return cls(config, variables)
+
+  @staticmethod
+  def _init_variables(config):
+    from facegen_jax.train.state import init_variables  # pylint: disable=import-outside-toplevel
+    g_vars, _ = init_variables(config, jax.random.PRNGKey(0))
+    return {"params": g_vars["params"], "batch_stats": g_vars["batch_stats"]}
+
+  def export(self, path: str) -> str:
+    """Writes config.json + generator.msgpack into `path`; returns the weights file."""
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+      f.write(self.config.to_json_best_effort(indent=2))
+    out = os.path.join(path, EXPORT_FILE)
+    tmp = out + ".tmp"
+    with open(tmp, "wb") as f:
+      f.write(flax.serialization.to_bytes(jax.device_get(self.variables)))
+    os.replace(tmp, out)
+    return out
+
+  @functools.cached_property
+  def _apply(self):
+    def apply(variables, sources, masks):
+      src = sources.astype(jnp.float32) / 127.5 - 1.0
+      out = self.generator.apply(variables, src, masks.astype(jnp.float32) / 255.0, train=False)
+      return jnp.clip(jnp.round((out["generated"] + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+    return jax.jit(apply)
+
+  def __call__(self, sources: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Args: sources `[B, R, R, 3]` uint8 face crops; masks `[B, R, R, M]` uint8 driving masks.
+
+    Returns: generated faces `[B, R, R, 3]` uint8.
+    """
+    sources, masks = np.asarray(sources), np.asarray(masks)
+    r, m = self.resolution, self.mask_channels
+    if sources.ndim != 4 or sources.shape[1:] != (r, r, 3):
+      raise ValueError(f"sources must be [B, {r}, {r}, 3] uint8 face crops, got {sources.shape}")
+    if masks.shape != sources.shape[:3] + (m,):
+      raise ValueError(f"masks must be [B, {r}, {r}, {m}], got {masks.shape}")
+    return np.asarray(self._apply(self.variables, sources, masks))
