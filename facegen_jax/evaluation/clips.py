@@ -1,0 +1,78 @@
+"""Test clips as the protocols see them: face crops at the evaluation resolution, one stable box per
+clip (so the camera does not move between frames), with the landmarks detected on each crop."""
+
+import dataclasses
+import os
+from typing import List, Optional
+
+import numpy as np
+from PIL import Image
+
+from facegen_jax.evaluation.face_analysis import LandmarkFn
+from facegen_jax.inference import video_io
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+
+
+@dataclasses.dataclass
+class Clip:
+  """Attributes:
+    name: the file name without extension.
+    frames: `[T, R, R, 3]` uint8 face crops.
+    landmarks: T entries, `[68, 2]` float32 in crop pixels, or None where no face was found.
+  """
+
+  name: str
+  frames: np.ndarray
+  landmarks: List[Optional[np.ndarray]]
+
+
+def list_videos(folder: str) -> List[str]:
+  """The video files of `folder`, sorted; raises if there is none."""
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"--videos={folder} is not a directory: pass a folder of test clips")
+  videos = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(VIDEO_EXTENSIONS))
+  if not videos:
+    raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {folder}: pass a folder holding the test clips")
+  return videos
+
+
+def stable_box(landmarks: List[np.ndarray], height: int, width: int, scale: float = 1.8) -> tuple:
+  """One square box `(left, top, side)` holding every frame's face: the union of the landmark
+  boxes, enlarged `scale` times about its centre and moved up a little for the forehead the 68
+  landmarks do not cover. It may extend past the frame (crop() pads)."""
+  del height, width
+  points = np.concatenate(landmarks)
+  lo, hi = points.min(0), points.max(0)
+  side = float(np.max(hi - lo)) * scale
+  cx, cy = (lo + hi) / 2
+  cy -= 0.06 * side
+  return int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(side))
+
+
+def crop(frame: np.ndarray, box: tuple, resolution: int) -> np.ndarray:
+  """The `box` of `frame` (edge-padded where it leaves the frame), resized to `[R, R, 3]`."""
+  left, top, side = box
+  h, w = frame.shape[:2]
+  pad = max(0, -left, -top, left + side - w, top + side - h)
+  if pad:
+    frame = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+  patch = frame[top + pad:top + pad + side, left + pad:left + pad + side]
+  return np.asarray(Image.fromarray(patch).resize((resolution, resolution), Image.LANCZOS))
+
+
+def load_clip(path: str, landmark_fn: LandmarkFn, resolution: int = 256, max_frames: Optional[int] = None,
+              box_scale: float = 1.8) -> Clip:
+  """Reads a clip, crops it with one stable box and detects landmarks on each crop.
+
+  Raises ValueError naming the file if it cannot be decoded or no frame shows a face.
+  """
+  frames = list(video_io.read_frames(path, max_frames=max_frames))
+  full = [landmark_fn(f) for f in frames]
+  found = [lm for lm in full if lm is not None]
+  if not found:
+    raise ValueError(f"no face found in any of the {len(frames)} frames read from {path}: "
+                     "the evaluation needs talking-head clips with one visible face")
+  box = stable_box(found, *frames[0].shape[:2], scale=box_scale)
+  crops = np.stack([crop(f, box, resolution) for f in frames])
+  return Clip(os.path.splitext(os.path.basename(path))[0], crops, [landmark_fn(c) for c in crops])

@@ -1,0 +1,88 @@
+"""One evaluation run: clips in, the four report files out (experiments/evaluate.py calls this)."""
+
+import os
+from typing import Dict, Optional, Sequence
+
+import tqdm
+
+from facegen_jax.evaluation import baselines, clips as clips_lib, exported_nets, face_analysis, protocols, report
+from facegen_jax.evaluation.baselines import Method
+
+MODEL = "model"
+METHOD_NAMES = (MODEL, *baselines.BASELINES)
+
+
+def build_methods(names: Sequence[str], checkpoint: Optional[str]) -> Dict[str, Method]:
+  """The requested methods, with every baseline added: each report carries their rows."""
+  unknown = [n for n in names if n not in METHOD_NAMES]
+  if unknown:
+    raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHOD_NAMES)}")
+  methods: Dict[str, Method] = {}
+  if MODEL in names:
+    if not checkpoint:
+      raise ValueError("--method=model needs --checkpoint=DIR (a training workdir or an export directory)")
+    methods[MODEL] = protocols.make_model_method(checkpoint)
+  methods.update(baselines.BASELINES)
+  return methods
+
+
+def evaluate(videos: str, output: str, methods: Sequence[str] = METHOD_NAMES, checkpoint: Optional[str] = None,
+             protocol: str = "self", resolution: int = 256, max_frames: Optional[int] = None,
+             pairs_csv: Optional[str] = None, num_pairs: int = 10, seed: int = 0, motion: str = "absolute",
+             fid_weights: Optional[str] = None, lpips_weights: Optional[str] = None,
+             feature_nets: Optional[protocols.FeatureNets] = None, progress: bool = True) -> Dict[str, str]:
+  """Runs `protocol` over the clips in folder `videos` and writes the report into `output`.
+
+  Returns {file name: path} of metrics.json, metrics.md, per_video.csv, grid.png.
+  `feature_nets` replaces the default landmark detector / identity net (tests).
+  """
+  if protocol not in protocols.PROTOCOLS:
+    raise ValueError(f"--protocol={protocol}: choose one of {protocols.PROTOCOLS}")
+  if resolution < 64:
+    raise ValueError(f"--resolution={resolution} is too small for face landmarks; use 256 (the field's standard)")
+  paths = clips_lib.list_videos(videos)
+  method_fns = build_methods(methods, checkpoint)
+  if feature_nets is None:
+    feature_nets = protocols.FeatureNets(face_analysis.default_landmark_fn(), face_analysis.default_identity_net())
+  if fid_weights:
+    feature_nets.fid_features = exported_nets.fid_feature_fn(fid_weights)
+  if lpips_weights:
+    feature_nets.lpips = exported_nets.lpips_fn(lpips_weights)
+
+  if protocol == "cross":
+    names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    pairs = protocols.read_pairs(pairs_csv) if pairs_csv else protocols.random_pairs(names, num_pairs, seed)
+    pairs = [(_stem(a), _stem(b)) for a, b in pairs]
+    needed = sorted({n for pair in pairs for n in pair})
+    by_name = dict(zip(names, paths))
+    missing = [n for n in needed if n not in by_name]
+    if missing:
+      raise ValueError(f"{pairs_csv} names clips not in {videos}: {missing}")
+    paths = [by_name[n] for n in needed]
+
+  loaded = [clips_lib.load_clip(p, feature_nets.landmark_fn, resolution, max_frames)
+            for p in tqdm.tqdm(paths, desc="reading clips", unit="clip", disable=not progress)]
+  if protocol == "self":
+    results = protocols.self_reenactment(loaded, method_fns, feature_nets, resolution, progress)
+  else:
+    results = protocols.cross_identity({c.name: c for c in loaded}, pairs, method_fns, feature_nets, resolution,
+                                       motion, progress)
+  info = {
+      "videos": os.path.abspath(videos),
+      "clips": [c.name for c in loaded],
+      "max_frames": max_frames,
+      "checkpoint": checkpoint if MODEL in method_fns else None,
+      "identity_net": feature_nets.identity_net.name,
+      "akd_scale": f"pixels of a {protocols.metrics.AKD_RESOLUTION}x{protocols.metrics.AKD_RESOLUTION} crop",
+      "fid": fid_weights or "not computed (pass --fid_weights)",
+      "lpips": lpips_weights or "not computed (pass --lpips_weights)",
+  }
+  if protocol == "cross":
+    info.update(motion=motion, pairs=[f"{a}->{b}" for a, b in pairs])
+  return report.write_all(results, output, info)
+
+
+def _stem(name: str) -> str:
+  base = os.path.basename(name)
+  stem, ext = os.path.splitext(base)
+  return stem if ext.lower() in clips_lib.VIDEO_EXTENSIONS else base
