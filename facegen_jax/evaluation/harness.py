@@ -1,5 +1,6 @@
 """One evaluation run: clips in, the four report files out (experiments/evaluate.py calls this)."""
 
+import dataclasses
 import os
 from typing import Dict, Optional, Sequence
 
@@ -44,10 +45,10 @@ def evaluate(videos: str, output: str, methods: Sequence[str] = METHOD_NAMES, ch
   method_fns = build_methods(methods, checkpoint)
   if feature_nets is None:
     feature_nets = protocols.FeatureNets(face_analysis.default_landmark_fn(), face_analysis.default_identity_net())
-  if fid_weights:
-    feature_nets.fid_features = exported_nets.fid_feature_fn(fid_weights)
-  if lpips_weights:
-    feature_nets.lpips = exported_nets.lpips_fn(lpips_weights)
+  feature_nets = dataclasses.replace(
+      feature_nets,
+      fid_features=exported_nets.fid_feature_fn(fid_weights) if fid_weights else feature_nets.fid_features,
+      lpips=exported_nets.lpips_fn(lpips_weights) if lpips_weights else feature_nets.lpips)
 
   if protocol == "cross":
     names = [os.path.splitext(os.path.basename(p))[0] for p in paths]

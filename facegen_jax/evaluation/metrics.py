@@ -18,6 +18,7 @@ Conventions follow the literature so the numbers compare:
   from a function the caller supplies (no weights ship with facegen-jax).
 """
 
+import warnings
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -143,8 +144,14 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
   sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
   if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
     raise ValueError(f"mismatched Gaussians: {mu1.shape}, {sigma1.shape} vs {mu2.shape}, {sigma2.shape}")
-  covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-  if not np.isfinite(covmean).all():
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+      covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    singular = not np.isfinite(covmean).all()
+  except scipy.linalg.LinAlgWarning:
+    singular = True
+  if singular:
     offset = np.eye(sigma1.shape[0]) * eps
     covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
   covmean = np.real(covmean)  # rounding leaves a tiny imaginary part

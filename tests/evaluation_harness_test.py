@@ -1,0 +1,155 @@
+"""experiments/evaluate.py and the protocols on real clips."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import export
+from PIL import Image
+
+from facegen_jax.evaluation import exported_nets, face_analysis, harness, protocols
+from tests.conftest import REPO_ROOT
+
+CLIPS = ("lp_d12_man__liveportrait__d12.mp4", "vr4_woman_bluebg__video_retalking__4.mp4")
+
+
+@pytest.fixture(scope="module")
+def videos(shared_faces, tmp_path_factory):
+  folder = tmp_path_factory.mktemp("videos")
+  for name in CLIPS:
+    os.symlink(shared_faces / "videos" / name, folder / name)
+  return folder
+
+
+@pytest.fixture(scope="module")
+def feature_nets():
+  return protocols.FeatureNets(face_analysis.dlib_landmark_fn(), face_analysis.dlib_identity_net())
+
+
+def test_evaluate_cli_writes_the_four_outputs(videos, tmp_path):
+  out = tmp_path / "report"
+  env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, str(REPO_ROOT / "experiments" / "evaluate.py"), f"--videos={videos}", f"--output={out}",
+       "--method=copy-source,landmark-warp", "--max_frames=4"],
+      capture_output=True, text=True, env=env, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert sorted(os.listdir(out)) == ["grid.png", "metrics.json", "metrics.md", "per_video.csv"]
+
+  report = json.loads((out / "metrics.json").read_text())
+  assert report["protocol"] == "self" and report["methods"] == ["copy-source", "landmark-warp"]
+  for method in ("copy-source", "landmark-warp"):
+    row = report["summary"][method]
+    assert row["frames"] == 2 * 3  # 4 frames per clip, the first is the source
+    assert row["fid"] == "not computed" and row["lpips"] == "not computed"
+    assert 0 < row["l1"] < 0.2 and 15 < row["psnr"] < 60 and 0.3 < row["ssim"] < 1
+    assert 0.9 < row["csim"] <= 1.0 and row["akd_failed"] == 0
+  assert report["summary"]["landmark-warp"]["akd"] < 2.0
+  assert report["summary"]["landmark-warp"]["akd"] < report["summary"]["copy-source"]["akd"]
+
+  with open(out / "per_video.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["video"], r["method"]) for r in rows] == [
+      (os.path.splitext(c)[0], m) for c in CLIPS for m in ("copy-source", "landmark-warp")]
+  assert all(r["lpips"] == "not computed" for r in rows)
+
+  table = (out / "metrics.md").read_text()
+  assert "| copy-source | 6 |" in table and "| landmark-warp | 6 |" in table and "not computed" in table
+  grid = Image.open(out / "grid.png")
+  assert grid.size == (4 * 256, 20 + 2 * 256)  # source | driving | 2 methods; one row per clip
+  assert "wrote" in proc.stdout and "self-reenactment" in proc.stderr  # the progress bar
+
+
+def _export(fn, *shapes) -> bytes:
+  return bytes(export.export(jax.jit(fn))(*shapes).serialize())
+
+
+def test_cross_identity_with_supplied_fid_and_lpips_networks(videos, feature_nets, tmp_path):
+  # Stand-ins with the FID / LPIPS contracts: colour statistics at 64x64 with a symbolic batch,
+  # and mean |a - b| at a fixed batch of 2 (so padding and resizing are both exercised).
+  b = export.symbolic_shape("b")[0]
+  fid_file, lpips_file = tmp_path / "inception.jax", tmp_path / "lpips.jax"
+  fid_file.write_bytes(_export(
+      lambda x: jnp.concatenate([x.mean((1, 2)), x.std((1, 2))], -1),
+      jax.ShapeDtypeStruct((b, 64, 64, 3), jnp.float32)))
+  pair = jax.ShapeDtypeStruct((2, 256, 256, 3), jnp.float32)
+  lpips_file.write_bytes(_export(lambda x, y: jnp.abs(x - y).mean((1, 2, 3)), pair, pair))
+  lpips = exported_nets.lpips_fn(str(lpips_file))
+  rng = np.random.default_rng(0)
+  a, c = rng.integers(0, 256, (3, 256, 256, 3), dtype=np.uint8), rng.integers(0, 256, (3, 256, 256, 3), dtype=np.uint8)
+  np.testing.assert_allclose(lpips(a, c), 2 * np.abs(a / 255.0 - c / 255.0).mean((1, 2, 3)), rtol=1e-5)
+
+  names = [os.path.splitext(c)[0] for c in CLIPS]
+  pairs_csv = tmp_path / "pairs.csv"
+  pairs_csv.write_text(f"source,driving\n{CLIPS[0]},{CLIPS[1]}\n{names[1]},{names[0]}\n")
+  paths = harness.evaluate(str(videos), str(tmp_path / "out"), methods=["copy-source", "landmark-warp"],
+                           protocol="cross", max_frames=3, pairs_csv=str(pairs_csv), motion="relative",
+                           fid_weights=str(fid_file), lpips_weights=str(lpips_file), feature_nets=feature_nets,
+                           progress=False)
+  report = json.loads(open(paths["metrics.json"]).read())
+  assert report["pairs"] == [f"{names[0]}->{names[1]}", f"{names[1]}->{names[0]}"]
+  for method in ("copy-source", "landmark-warp"):
+    row = report["summary"][method]
+    assert row["frames"] == 2 * 3  # every driving frame is used; no ground truth
+    assert "l1" not in row and "lpips" not in row  # no ground truth, no pixel metrics
+    assert isinstance(row["fid"], float) and row["fid"] >= 0
+  # copy-source keeps the source identity exactly; the warp keeps most of it and takes the pose.
+  assert report["summary"]["copy-source"]["csim"] == pytest.approx(1.0, abs=1e-5)
+  assert 0.8 < report["summary"]["landmark-warp"]["csim"] < 1.0
+  assert report["summary"]["landmark-warp"]["akd"] < report["summary"]["copy-source"]["akd"]
+
+
+def test_self_protocol_scores_lpips_when_supplied(videos, feature_nets, tmp_path):
+  lpips_file = tmp_path / "lpips.jax"
+  pair = jax.ShapeDtypeStruct((export.symbolic_shape("b")[0], 256, 256, 3), jnp.float32)
+  lpips_file.write_bytes(_export(lambda x, y: jnp.abs(x - y).mean((1, 2, 3)), pair, pair))
+  paths = harness.evaluate(str(videos), str(tmp_path / "out"), methods=["copy-source"], max_frames=3,
+                           lpips_weights=str(lpips_file), feature_nets=feature_nets, progress=False)
+  report = json.loads(open(paths["metrics.json"]).read())
+  assert report["methods"] == ["copy-source", "landmark-warp"]  # baselines are always reported
+  for row in report["summary"].values():
+    assert row["lpips"] == pytest.approx(2 * row["l1"], rel=1e-4)
+    assert row["fid"] == "not computed"
+
+
+def test_bad_inputs_fail_clearly(videos, feature_nets, tmp_path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(ValueError, match="no videos"):
+    harness.evaluate(str(empty), str(tmp_path / "o1"), methods=["copy-source"], feature_nets=feature_nets)
+  with pytest.raises(FileNotFoundError, match="not a directory"):
+    harness.evaluate(str(tmp_path / "missing"), str(tmp_path / "o1"), methods=["copy-source"])
+  broken = tmp_path / "broken"
+  broken.mkdir()
+  (broken / "clip.mp4").write_bytes(b"this is not a video")
+  with pytest.raises(ValueError, match="clip.mp4"):
+    harness.evaluate(str(broken), str(tmp_path / "o2"), methods=["copy-source"], feature_nets=feature_nets)
+  with pytest.raises(ValueError, match="needs --checkpoint"):
+    harness.evaluate(str(videos), str(tmp_path / "o3"), methods=["model"], feature_nets=feature_nets)
+  with pytest.raises(ValueError, match="unknown method"):
+    harness.evaluate(str(videos), str(tmp_path / "o3"), methods=["fomm"], feature_nets=feature_nets)
+  not_a_checkpoint = tmp_path / "ckpt"
+  not_a_checkpoint.mkdir()
+  try:
+    from facegen_jax.inference import Reenactor  # pylint: disable=import-outside-toplevel,unused-import
+    expected = (ValueError, "failed to load")
+  except ImportError:
+    expected = (RuntimeError, "needs facegen_jax.inference.Reenactor")
+  with pytest.raises(expected[0], match=expected[1]):
+    harness.evaluate(str(videos), str(tmp_path / "o4"), methods=["model"], checkpoint=str(not_a_checkpoint),
+                     feature_nets=feature_nets)
+  bad_pairs = tmp_path / "pairs.csv"
+  bad_pairs.write_text("source,driving\nnobody.mp4,lp_d12_man__liveportrait__d12.mp4\n")
+  with pytest.raises(ValueError, match="nobody"):
+    harness.evaluate(str(videos), str(tmp_path / "o5"), methods=["copy-source"], protocol="cross",
+                     pairs_csv=str(bad_pairs), feature_nets=feature_nets)
+  not_export = tmp_path / "weights.bin"
+  not_export.write_bytes(b"\x00" * 64)
+  with pytest.raises(ValueError, match="not a serialized jax.export"):
+    exported_nets.fid_feature_fn(str(not_export))
