@@ -127,3 +127,24 @@ def test_fid_from_samples_matches_the_gaussians_it_was_drawn_from():
   got = metrics.fid(real, fake, feature_fn=lambda x: x)
   assert got == pytest.approx(1.0 + 1.0, abs=0.1)
   assert metrics.fid(real, real, feature_fn=lambda x: x) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_detector_adapter_takes_the_largest_face():
+  class Face:  # what facegen_jax.landmarks detectors return
+    def __init__(self, scale):
+      self.landmarks = np.random.default_rng(0).uniform(0, 1, (68, 2)) * scale
+      self.box = (0, 0, scale, scale)
+
+  class Detector:
+    def __init__(self, faces):
+      self.faces = faces
+
+    def detect(self, image):
+      assert image.dtype == np.uint8 and image.shape == (8, 8, 3)
+      return self.faces
+
+  image = np.zeros((8, 8, 3), np.uint8)
+  small, large = Face(10.0), Face(50.0)
+  np.testing.assert_allclose(face_analysis.detector_landmark_fn(Detector([small, large, small]))(image),
+                             large.landmarks, rtol=1e-6)
+  assert face_analysis.detector_landmark_fn(Detector([]))(image) is None

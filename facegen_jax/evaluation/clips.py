@@ -37,11 +37,10 @@ def list_videos(folder: str) -> List[str]:
   return videos
 
 
-def stable_box(landmarks: List[np.ndarray], height: int, width: int, scale: float = 1.8) -> tuple:
+def stable_box(landmarks: List[np.ndarray], scale: float = 1.8) -> tuple:
   """One square box `(left, top, side)` holding every frame's face: the union of the landmark
   boxes, enlarged `scale` times about its centre and moved up a little for the forehead the 68
   landmarks do not cover. It may extend past the frame (crop() pads)."""
-  del height, width
   points = np.concatenate(landmarks)
   lo, hi = points.min(0), points.max(0)
   side = float(np.max(hi - lo)) * scale
@@ -73,6 +72,6 @@ def load_clip(path: str, landmark_fn: LandmarkFn, resolution: int = 256, max_fra
   if not found:
     raise ValueError(f"no face found in any of the {len(frames)} frames read from {path}: "
                      "the evaluation needs talking-head clips with one visible face")
-  box = stable_box(found, *frames[0].shape[:2], scale=box_scale)
+  box = stable_box(found, scale=box_scale)
   crops = np.stack([crop(f, box, resolution) for f in frames])
   return Clip(os.path.splitext(os.path.basename(path))[0], crops, [landmark_fn(c) for c in crops])
