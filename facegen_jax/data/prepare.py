@@ -1,0 +1,336 @@
+"""From a folder of clips and photos to a FaceFrames TFDS dataset (the body of prepare_data.py).
+
+Steps:
+1. `find_inputs`: every video (`VIDEO_EXTENSIONS`) and photo (`IMAGE_EXTENSIONS`) under the input
+   folder. Identity: the file name's prefix before `__` if it has one
+   (`lp_d18_d19_man__liveportrait__d18.mp4` -> `lp_d18_d19_man`); else, VoxCeleb-style
+   `identity/video/clip.mp4` (3 or more levels deep), the top folder; else the file's folder
+   name. Video id: the path relative to the input folder without its extension.
+2. Each file is turned into a `frames.PreparedFile` by `extract.prepare_file` (frames, landmarks,
+   crop, masks) in a pool of worker processes, with a progress bar (rate and ETA). Results,
+   including "skipped" verdicts, are cached in `<output>/cache/<options>/`, keyed by the file's
+   path, size, mtime and the options, so a rerun only processes new or changed files. Unexpected
+   errors are reported as `error` and not cached (a rerun retries them).
+3. The dataset is built from the cache into a temporary folder inside `<output>` and moved into
+   place (`<output>/face_frames/r<R>/<version>`) only when complete; a failed build leaves the
+   previous dataset (or nothing) behind, never a half-written split. If the cached files and
+   split options did not change since the last build, the build is skipped.
+4. `<output>/summary.json`: counts (files, frames, identities, per split) and every skipped
+   file with its reason (`unreadable`, `no face`, `too small`, `error`) and detail, and notes
+   (several faces: the largest was taken; frames without a face dropped).
+
+Scale-out (`beam=True`): the per-file work runs inside the TFDS Apache Beam pipeline instead of
+the local pool (each Beam worker processes files and fills the same cache if it is on a shared
+file system). Locally it runs on Beam's DirectRunner (`beam_options` default:
+`--runner=DirectRunner --direct_num_workers=0 --direct_running_mode=multi_processing`). On a
+cluster pass the runner's options, with the input, output and cache on storage every worker can
+read (GCS, HDFS, NFS) and facegen-jax installed on the workers (`--setup_file=./setup.py`):
+  Dataflow: `--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp`
+  Spark:    `--runner=SparkRunner --spark_master_url=spark://HOST:7077` (or PortableRunner with a
+            Spark job server: `--runner=PortableRunner --job_endpoint=HOST:8099`)
+  Flink:    `--runner=FlinkRunner --flink_master=HOST:8081 --environment_type=LOOPBACK`
+Beam does not know the per-video frame counts before it runs, so after a Beam build the video
+table is made by one pass over the written records.
+"""
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import pathlib
+import shutil
+import time
+import traceback
+import uuid
+from typing import Optional, Sequence
+
+import tensorflow_datasets as tfds
+import tqdm
+from absl import logging
+
+from facegen_jax.data import frames as frames_lib
+from facegen_jax.data import reading
+from facegen_jax.data import tfds_builder
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+SKIP_ERROR = "error"  # an unexpected failure (not cached; retried on the next run)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFile:
+  path: str  # absolute
+  rel: str  # relative to the input folder, "/"-separated
+  identity: str
+  video_id: str
+  is_video: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareOptions:
+  """How files become frames (part of the cache key: changing one reprocesses every file).
+
+  Attributes:
+    resolution: crop size R.
+    frame_step: keep every k-th frame of a clip.
+    max_frames: keep at most this many frames per clip.
+    min_face_size: skip a file whose face box is smaller than this (pixels, median over a clip).
+    crop_scale: crop side / face size (FOMM-style expansion around the face).
+    detector: landmark backend (`landmarks.detectors.BACKENDS`).
+    detect_every: in clips, run the detector every N frames and track in between.
+    smoothing: One-Euro smoothing of clip landmarks over time (`landmarks.smoothing`).
+  """
+  resolution: int = 256
+  frame_step: int = 4
+  max_frames: int = 32
+  min_face_size: int = 64
+  crop_scale: float = 1.8
+  detector: str = "dlib"
+  detect_every: int = 10
+  smoothing: bool = True
+
+  def fingerprint(self) -> str:
+    return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def identity_of(rel: pathlib.PurePosixPath, input_name: str) -> str:
+  """The identity of input file `rel` (relative path; see module docstring)."""
+  if "__" in rel.stem:
+    return rel.stem.split("__")[0]
+  if len(rel.parts) >= 3:
+    return rel.parts[0]
+  return rel.parts[-2] if len(rel.parts) == 2 else input_name
+
+
+def find_inputs(input_dir) -> list:
+  """Every clip and photo under `input_dir`, sorted by relative path."""
+  root = pathlib.Path(input_dir).resolve()
+  if not root.is_dir():
+    raise FileNotFoundError(f"input folder {input_dir} does not exist")
+  found = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for name in sorted(filenames):
+      ext = os.path.splitext(name)[1].lower()
+      if name.startswith(".") or ext not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
+        continue
+      path = pathlib.Path(dirpath) / name
+      rel = pathlib.PurePosixPath(path.relative_to(root).as_posix())
+      found.append(InputFile(path=str(path), rel=str(rel), identity=identity_of(rel, root.name),
+                             video_id=str(rel.with_suffix("")), is_video=ext in VIDEO_EXTENSIONS))
+  return found
+
+
+def _file_fingerprint(inp: InputFile, options: PrepareOptions) -> str:
+  st = os.stat(inp.path)
+  return f"{st.st_size}:{st.st_mtime_ns}:{options.fingerprint()}"
+
+
+def cache_dir(output_dir, options: PrepareOptions) -> pathlib.Path:
+  digest = hashlib.sha256(options.fingerprint().encode()).hexdigest()[:10]
+  return pathlib.Path(output_dir) / "cache" / f"r{options.resolution}-{digest}"
+
+
+def _process_one(args):
+  """Pool worker: prepares one file into the cache. Returns (key, meta dict)."""
+  inp, options, cache_root, key = args
+  from facegen_jax.data import extract  # pylint: disable=import-outside-toplevel
+  cache = frames_lib.FrameCache(cache_root)
+  try:
+    result = extract.prepare_file(inp, options)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.error("unexpected error on %s:\n%s", inp.path, traceback.format_exc())
+    return key, {"status": "skipped", "source": inp.rel, "identity": inp.identity, "reason": SKIP_ERROR,
+                 "detail": f"{type(e).__name__}: {e}"}
+  cache.save(key, result)
+  return key, cache.load_meta(key)
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamFrameSource:
+  """A `tfds_builder.FrameSource` that prepares its file on a Beam worker (through the cache)."""
+  inp: InputFile
+  options: PrepareOptions
+  cache_root: str
+  key: str
+  num_frames: Optional[int] = None
+
+  @property
+  def identity(self):
+    return self.inp.identity
+
+  @property
+  def video_id(self):
+    return self.inp.video_id
+
+  def load(self):
+    cache = frames_lib.FrameCache(self.cache_root)
+    if not cache.has(self.key):
+      _process_one((self.inp, self.options, self.cache_root, self.key))
+    if not cache.has(self.key):  # an unexpected error: no frames from this file
+      return frames_lib.Skipped(self.inp.rel, self.inp.identity, SKIP_ERROR, "see the worker log")
+    return cache.load(self.key)
+
+
+def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOptions(), *,
+                    test_fraction: float = 0.1, test_identities: Sequence[str] = (), workers: int = 0,
+                    retry_skipped: bool = False, beam: bool = False, beam_options: Sequence[str] = (),
+                    progress: bool = True) -> dict:
+  """Runs steps 1-4 of the module docstring; returns the summary (also in `<output>/summary.json`).
+
+  Args:
+    input_dir, output_dir: folders (see module docstring).
+    options: frame sampling, detection and crop settings.
+    test_fraction, test_identities: the identity split (`tfds_builder.split_identities`).
+    workers: processes for step 2 (0 = one per CPU core).
+    retry_skipped: reprocess files whose cached verdict is "skipped".
+    beam: do step 2 and the writing with Apache Beam (`beam_options`: its pipeline flags).
+    progress: show a progress bar.
+  """
+  start = time.time()
+  output = pathlib.Path(output_dir)
+  output.mkdir(parents=True, exist_ok=True)
+  inputs = find_inputs(input_dir)
+  if not inputs:
+    raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) or images ({', '.join(IMAGE_EXTENSIONS)}) "
+                     f"found under {input_dir}")
+  cache = frames_lib.FrameCache(cache_dir(output, options))
+  keys = {inp.rel: cache.key(inp.rel, _file_fingerprint(inp, options)) for inp in inputs}
+  metas, todo, cached = {}, [], 0
+  for inp in inputs:
+    key = keys[inp.rel]
+    if cache.has(key) and not (retry_skipped and cache.load_meta(key)["status"] == "skipped"):
+      metas[key] = cache.load_meta(key)
+      cached += 1
+    else:
+      todo.append(inp)
+  logging.info("%d input files: %d cached, %d to process", len(inputs), cached, len(todo))
+
+  config = tfds_builder.FaceFramesConfig(resolution=options.resolution, test_fraction=test_fraction,
+                                         test_identities=test_identities)
+  if beam:
+    entries = [BeamFrameSource(inp, options, str(cache.root), keys[inp.rel]) for inp in inputs]
+    builder_dir = _build(output, config, entries, beam=True, beam_options=beam_options, fingerprint=None)
+    metas = {keys[i.rel]: cache.load_meta(keys[i.rel]) for i in inputs if cache.has(keys[i.rel])}
+    processed = len(todo)
+    built = True
+  else:
+    processed = 0
+    if todo:
+      jobs = [(inp, options, str(cache.root), keys[inp.rel]) for inp in todo]
+      n = workers or os.cpu_count() or 1
+      bar = tqdm.tqdm(total=len(jobs), desc="preparing files", unit="file", disable=not progress, smoothing=0.1)
+      with multiprocessing.get_context("spawn").Pool(min(n, len(jobs))) as pool:
+        for key, meta in pool.imap_unordered(_process_one, jobs):
+          metas[key] = meta
+          processed += 1
+          bar.update(1)
+          bar.set_postfix(frames=sum(m.get("num_frames", 0) for m in metas.values()))
+      bar.close()
+    ok = sorted((k for k, m in metas.items() if m["status"] == "ok" and m["num_frames"] > 0),
+                key=lambda k: metas[k]["source"])
+    if not ok:
+      raise ValueError(f"none of the {len(inputs)} input files under {input_dir} gave a usable face; "
+                       f"see the skipped files in {output / 'summary.json'}")
+    entries = [tfds_builder.CachedFrames(str(cache.root), k, metas[k]["identity"], metas[k]["video_id"],
+                                         metas[k]["num_frames"]) for k in ok]
+    fingerprint = hashlib.sha256(json.dumps([ok, test_fraction, sorted(test_identities)]).encode()).hexdigest()
+    builder_dir = _existing_build(output, config, fingerprint)
+    built = builder_dir is None
+    if built:
+      builder_dir = _build(output, config, entries, beam=False, beam_options=(), fingerprint=fingerprint)
+  summary = _summary(inputs, keys, metas, builder_dir, processed=processed, cached=cached, built=built,
+                     seconds=time.time() - start)
+  _write_json(output / "summary.json", summary)
+  return summary
+
+
+def _existing_build(output: pathlib.Path, config, fingerprint: str) -> Optional[pathlib.Path]:
+  """The dataset folder if it was built from exactly these cached files and options, else None."""
+  final = output / tfds_builder.DATASET_NAME / config.name / str(tfds_builder.FaceFrames.VERSION)
+  meta = final / "metadata.json"
+  if meta.exists() and json.loads(meta.read_text()).get("fingerprint") == fingerprint:
+    logging.info("dataset %s is up to date; not rebuilt", final)
+    return final
+  return None
+
+
+def _build(output: pathlib.Path, config, entries, *, beam: bool, beam_options: Sequence[str],
+           fingerprint: Optional[str]) -> pathlib.Path:
+  """Builds into `<output>/.build-*` and moves the finished version folder into place."""
+  tmp = output / f".build-{uuid.uuid4().hex[:8]}"
+  rel = pathlib.Path(tfds_builder.DATASET_NAME) / config.name / str(tfds_builder.FaceFrames.VERSION)
+  final = output / rel
+  try:
+    builder = tfds_builder.FaceFrames(entries=entries, beam=beam, data_dir=str(tmp), config=config)
+    download_config = tfds.download.DownloadConfig(try_download_gcs=False)
+    if beam:
+      try:
+        import apache_beam as beam_lib  # pylint: disable=import-outside-toplevel
+      except ImportError as e:
+        raise ImportError("--beam needs Apache Beam: pip install apache-beam") from e
+      flags = list(beam_options) or ["--runner=DirectRunner", "--direct_num_workers=0",
+                                     "--direct_running_mode=multi_processing"]
+      download_config = tfds.download.DownloadConfig(
+          try_download_gcs=False, beam_options=beam_lib.options.pipeline_options.PipelineOptions(flags))
+    builder.download_and_prepare(download_config=download_config, file_format="array_record")
+    built = tmp / rel
+    meta_path = built / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["fingerprint"] = fingerprint
+    if not meta.get("splits"):  # Beam: frame counts were unknown while building
+      meta["splits"] = {}
+      for split in builder.info.splits:
+        source = builder.as_data_source(split, decoders={k: tfds.decode.SkipDecoding() for k in reading.IMAGE_FEATURES})
+        table = reading.scan_video_table(source)
+        meta["splits"][split] = {"video_ids": list(table.video_ids), "identities": list(table.identities),
+                                 "num_frames": [int(n) for n in table.num_frames]}
+    _write_json(meta_path, meta)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if final.exists():
+      old = output / f".old-{uuid.uuid4().hex[:8]}"
+      os.rename(final, old)
+    os.rename(built, final)
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  logging.info("dataset written to %s", final)
+  return final
+
+
+def _summary(inputs, keys, metas, builder_dir, *, processed, cached, built, seconds) -> dict:
+  by_rel = {m["source"]: m for m in metas.values()}
+  info = json.loads((builder_dir / "metadata.json").read_text())
+  ok = [m for m in by_rel.values() if m["status"] == "ok"]
+  skipped = [{"file": m["source"], "reason": m["reason"], "detail": m["detail"]}
+             for m in sorted(by_rel.values(), key=lambda m: m["source"]) if m["status"] == "skipped"]
+  notes = [{"file": m["source"], "note": n} for m in sorted(ok, key=lambda m: m["source"]) for n in m["notes"]]
+  splits = {s: {"identities": len(set(t["identities"])), "videos": len(t["video_ids"]),
+                "frames": int(sum(t["num_frames"]))} for s, t in info["splits"].items()}
+  reasons = {}
+  for s in skipped:
+    reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
+  del keys
+  return {
+      "dataset_dir": str(builder_dir),
+      "files": {"found": len(inputs), "videos": sum(i.is_video for i in inputs),
+                "photos": sum(not i.is_video for i in inputs), "processed_now": processed, "from_cache": cached,
+                "used": len(ok), "skipped": len(skipped), "skipped_by_reason": reasons},
+      "frames": int(sum(m["num_frames"] for m in ok)),
+      "identities": len({m["identity"] for m in ok}),
+      "splits": splits,
+      "identity_split": info["identity_split"],
+      "dataset_rebuilt": built,
+      "seconds": round(seconds, 1),
+      "skipped": skipped,
+      "notes": notes,
+  }
+
+
+def _write_json(path: pathlib.Path, data) -> None:
+  tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}")
+  tmp.write_text(json.dumps(data, indent=1, sort_keys=False))
+  os.replace(tmp, path)
