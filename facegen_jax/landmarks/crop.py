@@ -1,0 +1,155 @@
+"""Square face crops: per photo from its landmarks, per video one still box (FOMM-style).
+
+Coordinates: landmarks are (x, y) with pixel centres at integer coordinates; boxes
+`(x0, y0, x1, y1)` are continuous pixel-edge coordinates (pixel i spans [i - 0.5, i + 0.5] in
+landmark coordinates, [i, i + 1] in box coordinates, as PIL's `resize(box=...)` has it).
+`CropTransform` maps landmark coordinates between the original image and the crop, both ways.
+
+Boxes may extend past the image: the missing part is padded (edge replication by default,
+or a constant colour), never an error.
+"""
+
+import dataclasses
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+Box = Tuple[float, float, float, float]
+
+# The landmarks' bounding box misses the forehead: crops are centred this fraction of the
+# landmark box height above its centre.
+FOREHEAD_SHIFT = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class CropTransform:
+  """`crop = (original - offset) * scale` for landmark coordinates (pixel centres).
+
+  Attributes:
+    box: the crop box in the original image (pixel-edge coordinates).
+    resolution: crop size `(H, W)`.
+  """
+  box: Box
+  resolution: Tuple[int, int]
+
+  @property
+  def scale(self) -> np.ndarray:
+    """Crop pixels per original pixel, `(sx, sy)`."""
+    x0, y0, x1, y1 = self.box
+    return np.array([self.resolution[1] / (x1 - x0), self.resolution[0] / (y1 - y0)])
+
+  def apply(self, points: np.ndarray) -> np.ndarray:
+    """Original-image coordinates `[..., 2]` -> crop coordinates (float32)."""
+    offset = np.array(self.box[:2])
+    return (((np.asarray(points, np.float64) + 0.5 - offset) * self.scale) - 0.5).astype(np.float32)
+
+  def invert(self, points: np.ndarray) -> np.ndarray:
+    """Crop coordinates `[..., 2]` -> original-image coordinates (float32)."""
+    offset = np.array(self.box[:2])
+    return (((np.asarray(points, np.float64) + 0.5) / self.scale) + offset - 0.5).astype(np.float32)
+
+
+def _square(cx: float, cy: float, side: float) -> Box:
+  return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+
+
+def photo_crop_box(landmarks: np.ndarray, expand: float = 1.8, forehead_shift: float = FOREHEAD_SHIFT) -> Box:
+  """Square crop box around one face.
+
+  Args:
+    landmarks: `[68, 2]` landmarks of the face.
+    expand: side of the box / longer side of the landmarks' bounding box (1.8 shows the whole head
+      with some hair and neck; 1.0 is the landmarks only).
+    forehead_shift: move the centre up by this fraction of the landmark box height.
+  """
+  pts = np.asarray(landmarks, np.float64)
+  if pts.ndim != 2 or pts.shape[1] != 2 or not np.all(np.isfinite(pts)):
+    raise ValueError(f"landmarks must be finite [N, 2], got shape {pts.shape}")
+  lo, hi = pts.min(0), pts.max(0)
+  size = hi - lo
+  side = expand * max(float(size.max()), 1.0)
+  cx, cy = (lo + hi) / 2 - np.array([0.0, forehead_shift * size[1]])
+  return _square(float(cx) + 0.5, float(cy) + 0.5, side + 1.0)  # pixel centres -> edges
+
+
+def video_crop_box(landmarks: np.ndarray, found: Optional[np.ndarray] = None, expand: float = 1.8,
+                   forehead_shift: float = FOREHEAD_SHIFT, quantile: float = 0.02) -> Box:
+  """One still square box for a whole clip (FOMM's crop-video recipe): the union of the
+  per-frame landmark boxes, robust to outliers (the `quantile` and `1 - quantile` of the
+  per-frame extents), centred on that union, side `expand` times the face's largest size over
+  the clip plus the range the face moves over, so the head moves inside a still frame.
+
+  Args:
+    landmarks: `[T, 68, 2]` track; frames with `found` False (or NaN landmarks) are ignored.
+    found: `[T]` bool, default all frames.
+    expand, forehead_shift: as for `photo_crop_box`.
+    quantile: fraction of extreme frames ignored on each side (0: the exact union).
+
+  Raises:
+    ValueError: no frame has a face.
+  """
+  lm = np.asarray(landmarks, np.float64)
+  ok = np.all(np.isfinite(lm), axis=(1, 2))
+  if found is not None:
+    ok &= np.asarray(found, bool)
+  if not ok.any():
+    raise ValueError("video_crop_box: no frame with a face")
+  lm = lm[ok]
+  lo = np.quantile(lm.min(1), quantile, axis=0)  # [2] robust union
+  hi = np.quantile(lm.max(1), 1 - quantile, axis=0)
+  face = np.median(lm.max(1) - lm.min(1), axis=0)  # [2] typical face size
+  motion = (hi - lo) - face  # how far the face box travels
+  side = expand * float(face.max()) + float(np.max(motion))
+  cx, cy = (lo + hi) / 2 - np.array([0.0, forehead_shift * face[1]])
+  return _square(float(cx) + 0.5, float(cy) + 0.5, side + 1.0)
+
+
+def crop_and_resize(image: np.ndarray, box: Box, resolution, pad_mode: str = "edge",
+                    pad_value: Sequence[int] = (0, 0, 0)) -> Tuple[np.ndarray, CropTransform]:
+  """Cuts `box` out of `image` and resizes it (anti-aliased bicubic).
+
+  Args:
+    image: uint8 `[H, W, C]`.
+    box: `(x0, y0, x1, y1)` pixel-edge coordinates; may extend past the image.
+    resolution: `R` or `(H, W)` of the crop.
+    pad_mode: "edge" (replicate border pixels), "reflect" or "constant" (`pad_value`).
+
+  Returns:
+    (crop uint8 `[H', W', C]`, CropTransform mapping original landmark coordinates into the crop).
+  """
+  image = np.asarray(image)
+  if image.dtype != np.uint8 or image.ndim != 3:
+    raise ValueError(f"crop_and_resize takes uint8 [H, W, C] images, got {image.dtype} {image.shape}")
+  out_h, out_w = (int(resolution), int(resolution)) if np.ndim(resolution) == 0 else map(int, resolution)
+  x0, y0, x1, y1 = (float(v) for v in box)
+  if not (np.isfinite([x0, y0, x1, y1]).all() and x1 > x0 and y1 > y0 and out_h > 0 and out_w > 0):
+    raise ValueError(f"bad crop box {box} or resolution {resolution}")
+  h, w = image.shape[:2]
+  pad = [max(0, int(np.ceil(-y0))), max(0, int(np.ceil(y1 - h))),
+         max(0, int(np.ceil(-x0))), max(0, int(np.ceil(x1 - w)))]
+  if any(pad):
+    widths = ((pad[0], pad[1]), (pad[2], pad[3]), (0, 0))
+    if pad_mode == "constant":
+      padded = np.empty((h + pad[0] + pad[1], w + pad[2] + pad[3], image.shape[2]), np.uint8)
+      padded[:] = np.asarray(pad_value, np.uint8)[: image.shape[2]]
+      padded[pad[0]:pad[0] + h, pad[2]:pad[2] + w] = image
+    elif pad_mode == "reflect" and max(pad) < min(h, w):
+      padded = np.pad(image, widths, mode="reflect")
+    elif pad_mode in ("edge", "reflect"):
+      padded = np.pad(image, widths, mode="edge")
+    else:
+      raise ValueError(f"pad_mode must be 'edge', 'reflect' or 'constant', got {pad_mode!r}")
+  else:
+    padded = image
+  src = Image.fromarray(padded[..., 0] if padded.shape[2] == 1 else padded)
+  shifted = (x0 + pad[2], y0 + pad[0], x1 + pad[2], y1 + pad[0])
+  crop = np.asarray(src.resize((out_w, out_h), Image.BICUBIC, box=shifted), np.uint8)
+  return crop.reshape(out_h, out_w, image.shape[2]), CropTransform((x0, y0, x1, y1), (out_h, out_w))
+
+
+def crop_face(image: np.ndarray, landmarks: np.ndarray, resolution, expand: float = 1.8,
+              pad_mode: str = "edge") -> Tuple[np.ndarray, np.ndarray, CropTransform]:
+  """Per-photo crop: `(crop uint8 [R, R, 3], landmarks in crop coordinates [68, 2], transform)`."""
+  crop, transform = crop_and_resize(image, photo_crop_box(landmarks, expand), resolution, pad_mode)
+  return crop, transform.apply(landmarks), transform
