@@ -207,8 +207,11 @@ def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOpti
       todo.append(inp)
   logging.info("%d input files: %d cached, %d to process", len(inputs), cached, len(todo))
 
+  # The split is decided over every input identity, so a person's split does not depend on which
+  # of the files happened to be skipped, nor on the build mode.
+  splits = tfds_builder.split_identities([i.identity for i in inputs], test_fraction, test_identities)
   config = tfds_builder.FaceFramesConfig(resolution=options.resolution, test_fraction=test_fraction,
-                                         test_identities=test_identities)
+                                         test_identities=[i for i, s in splits.items() if s == "test"])
   if beam:
     entries = [BeamFrameSource(inp, options, str(cache.root), keys[inp.rel]) for inp in inputs]
     builder_dir = _build(output, config, entries, beam=True, beam_options=beam_options, fingerprint=None)
@@ -235,7 +238,7 @@ def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOpti
                        f"see the skipped files in {output / 'summary.json'}")
     entries = [tfds_builder.CachedFrames(str(cache.root), k, metas[k]["identity"], metas[k]["video_id"],
                                          metas[k]["num_frames"]) for k in ok]
-    fingerprint = hashlib.sha256(json.dumps([ok, test_fraction, sorted(test_identities)]).encode()).hexdigest()
+    fingerprint = hashlib.sha256(json.dumps([ok, sorted(config.test_identities)]).encode()).hexdigest()
     builder_dir = _existing_build(output, config, fingerprint)
     built = builder_dir is None
     if built:
