@@ -74,7 +74,7 @@ def read_frames(path: str, max_frames: Optional[int] = None) -> Iterator[np.ndar
 def write_video(path: str, frames: Iterable[np.ndarray], fps: fractions.Fraction,
                 audio_from: Optional[str] = None, crf: int = 18) -> int:
   """Encodes `frames` (`[H, W, 3]` uint8 RGB) as H.264 at `fps`, copying the audio track of
-  `audio_from` (if it has one) unchanged. Writes to a temporary file renamed on success, so a
+  `audio_from` (if it has one) unchanged, up to the end of the last frame. Writes to a temporary file renamed on success, so a
   failure never leaves a half-written output. Returns the number of frames written."""
   import av  # pylint: disable=import-outside-toplevel
   frames = iter(frames)
@@ -101,9 +101,12 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: fractions.Fraction
     for packet in stream.encode():
       out.mux(packet)
     if audio_in is not None:
+      end = count / float(fps)  # seconds of video written
       for packet in src.demux(audio_in):
         if packet.dts is None:
           continue
+        if packet.pts is not None and float(packet.pts * packet.time_base) >= end:
+          break
         packet.stream = audio_out
         out.mux(packet)
   except BaseException:

@@ -1,0 +1,114 @@
+"""The reenactment product on real faces with a small generator trained inside the test."""
+
+import fractions
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facegen_jax.inference import Reenactor, video_io
+from facegen_jax.inference.personalize import personalize
+from facegen_jax.landmarks import load_image
+from facegen_jax.train import loop
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "experiments" / "configs"))
+import tiny  # noqa: E402  pylint: disable=wrong-import-position
+
+SOURCE = "images/aflw_woman__face_alignment__aflw-test.jpg"  # 450x450
+SOURCE_2 = "images/jianzhu_guo__3ddfa_v2__JianzhuGuo.jpg"
+DRIVING_PHOTO = "images/lp_d18_d19_man__liveportrait__d19.jpg"
+DRIVING_CLIP = "videos/lp_d18_d19_man__liveportrait__d18.mp4"  # 216 frames, 30 fps, AAC
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("reenact_ckpt")
+  c = tiny.get_config()
+  c.num_train_steps, c.image_every_steps = 6, 0
+  loop.train_and_evaluate(c, str(workdir))
+  return str(workdir)
+
+
+@pytest.fixture(scope="module")
+def reenactor(checkpoint):
+  return Reenactor.from_checkpoint(checkpoint)
+
+
+def test_image_to_image_with_paste_back(reenactor, shared_faces):
+  src = load_image(str(shared_faces / SOURCE))
+  drv = load_image(str(shared_faces / DRIVING_PHOTO))
+  out = reenactor.reenact_image(src, drv)
+  assert out.shape == src.shape and out.dtype == np.uint8
+  box = reenactor.prepare_source(src).transform.box
+  x0, y0, x1, y1 = (int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3])))
+  outside = np.ones(src.shape[:2], bool)
+  outside[max(0, y0):y1, max(0, x0):x1] = False
+  assert outside.any()
+  np.testing.assert_array_equal(out[outside], src[outside])  # unchanged outside the feathered box
+  inner = slice(y0 + (y1 - y0) // 3, y1 - (y1 - y0) // 3), slice(x0 + (x1 - x0) // 3, x1 - (x1 - x0) // 3)
+  assert np.abs(out[inner].astype(int) - src[inner]).mean() > 1  # the face was replaced
+  crop = reenactor.reenact_image(src, drv, paste_back=False)
+  assert crop.shape == (64, 64, 3)
+
+
+def test_batches_pair_in_order_or_one_to_many(reenactor, shared_faces):
+  a, b = load_image(str(shared_faces / SOURCE)), load_image(str(shared_faces / SOURCE_2))
+  d = load_image(str(shared_faces / DRIVING_PHOTO))
+  outs = reenactor.reenact_pairs([a, b], [d, a])
+  assert [o.shape for o in outs] == [a.shape, b.shape]
+  many = reenactor.reenact_pairs([a], [d, b, a], paste_back=False)
+  assert len(many) == 3
+  with pytest.raises(ValueError, match="pair them in order"):
+    reenactor.reenact_pairs([a, b], [d, d, d])
+
+
+def test_photo_to_video_keeps_frames_fps_audio(reenactor, shared_faces, tmp_path):
+  clip = str(shared_faces / DRIVING_CLIP)
+  out = str(tmp_path / "out.mp4")
+  src = load_image(str(shared_faces / SOURCE))
+  report = reenactor.reenact_video(src, clip, out, progress=False)
+  info, written = video_io.probe(clip), video_io.probe(out)
+  assert report.frames == info.num_frames == written.num_frames == 216
+  assert written.fps == info.fps == fractions.Fraction(30)
+  assert written.has_audio and info.has_audio
+  assert (written.width, written.height) == (450, 450)
+  with pytest.raises(FileExistsError, match="overwrite"):
+    reenactor.reenact_video(src, clip, out, progress=False)
+
+
+def test_no_face_in_source_fails_clearly(reenactor, tmp_path):
+  flat = np.full((200, 200, 3), 120, np.uint8)
+  with pytest.raises(ValueError, match="no face found in the source image"):
+    reenactor.reenact_image(flat, flat)
+
+
+def test_personalization_fits_the_source(reenactor, shared_faces):
+  src = load_image(str(shared_faces / SOURCE))
+  face = reenactor.prepare_source(src)
+  before = np.abs(reenactor.reenact_face(face.crop, face.landmarks, face.landmarks).astype(int) - face.crop).mean()
+  tuned = personalize(reenactor, src, 25, learning_rate=1e-3, progress=False)
+  after = np.abs(tuned.reenact_face(face.crop, face.landmarks, face.landmarks).astype(int) - face.crop).mean()
+  assert after < 0.7 * before, (before, after)
+
+
+def test_cli_image_and_errors(checkpoint, shared_faces, tmp_path):
+  out = tmp_path / "out.png"
+  cmd = [sys.executable, str(REPO / "experiments" / "reenact.py"), f"--checkpoint={checkpoint}",
+         f"--source={shared_faces / SOURCE}", f"--driving={shared_faces / DRIVING_PHOTO}", f"--output={out}",
+         "--side_by_side"]
+  result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert Image.open(out).size[1] == 450
+  again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert again.returncode != 0 and "--overwrite" in again.stderr
+  bad = tmp_path / "corrupt.jpg"
+  bad.write_bytes(b"not an image")
+  broken = subprocess.run(cmd[:3] + [f"--source={bad}", cmd[4], f"--output={tmp_path / 'x.png'}"],
+                          capture_output=True, text=True, timeout=600)
+  assert broken.returncode != 0 and "corrupt.jpg" in broken.stderr
+  assert not os.path.exists(tmp_path / "x.png")
