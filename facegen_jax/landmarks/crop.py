@@ -106,7 +106,8 @@ def video_crop_box(landmarks: np.ndarray, found: Optional[np.ndarray] = None, ex
 
 
 def crop_and_resize(image: np.ndarray, box: Box, resolution, pad_mode: str = "edge",
-                    pad_value: Sequence[int] = (0, 0, 0)) -> Tuple[np.ndarray, CropTransform]:
+                    pad_value: Sequence[int] = (0, 0, 0), resample: int = Image.BICUBIC,
+                    reducing_gap: Optional[float] = None) -> Tuple[np.ndarray, CropTransform]:
   """Cuts `box` out of `image` and resizes it (anti-aliased bicubic).
 
   Args:
@@ -114,6 +115,7 @@ def crop_and_resize(image: np.ndarray, box: Box, resolution, pad_mode: str = "ed
     box: `(x0, y0, x1, y1)` pixel-edge coordinates; may extend past the image.
     resolution: `R` or `(H, W)` of the crop.
     pad_mode: "edge" (replicate border pixels), "reflect" or "constant" (`pad_value`).
+    resample, reducing_gap: PIL's resize filter and its fast-shrink option (None: exact).
 
   Returns:
     (crop uint8 `[H', W', C]`, CropTransform mapping original landmark coordinates into the crop).
@@ -126,25 +128,30 @@ def crop_and_resize(image: np.ndarray, box: Box, resolution, pad_mode: str = "ed
   if not (np.isfinite([x0, y0, x1, y1]).all() and x1 > x0 and y1 > y0 and out_h > 0 and out_w > 0):
     raise ValueError(f"bad crop box {box} or resolution {resolution}")
   h, w = image.shape[:2]
-  pad = [max(0, int(np.ceil(-y0))), max(0, int(np.ceil(y1 - h))),
-         max(0, int(np.ceil(-x0))), max(0, int(np.ceil(x1 - w)))]
+  # Only the part of the image under the box is copied (and padded where the box leaves it).
+  cx0, cy0 = min(max(int(np.floor(x0)), 0), w - 1), min(max(int(np.floor(y0)), 0), h - 1)
+  cx1, cy1 = max(min(int(np.ceil(x1)), w), cx0 + 1), max(min(int(np.ceil(y1)), h), cy0 + 1)
+  region = image[cy0:cy1, cx0:cx1]
+  pad = [max(0, int(np.ceil(cy0 - y0))), max(0, int(np.ceil(y1 - cy1))),
+         max(0, int(np.ceil(cx0 - x0))), max(0, int(np.ceil(x1 - cx1)))]
   if any(pad):
+    rh, rw = region.shape[:2]
     widths = ((pad[0], pad[1]), (pad[2], pad[3]), (0, 0))
     if pad_mode == "constant":
-      padded = np.empty((h + pad[0] + pad[1], w + pad[2] + pad[3], image.shape[2]), np.uint8)
+      padded = np.empty((rh + pad[0] + pad[1], rw + pad[2] + pad[3], image.shape[2]), np.uint8)
       padded[:] = np.asarray(pad_value, np.uint8)[: image.shape[2]]
-      padded[pad[0]:pad[0] + h, pad[2]:pad[2] + w] = image
-    elif pad_mode == "reflect" and max(pad) < min(h, w):
-      padded = np.pad(image, widths, mode="reflect")
+      padded[pad[0]:pad[0] + rh, pad[2]:pad[2] + rw] = region
+    elif pad_mode == "reflect" and max(pad) < min(rh, rw):
+      padded = np.pad(region, widths, mode="reflect")
     elif pad_mode in ("edge", "reflect"):
-      padded = np.pad(image, widths, mode="edge")
+      padded = np.pad(region, widths, mode="edge")
     else:
       raise ValueError(f"pad_mode must be 'edge', 'reflect' or 'constant', got {pad_mode!r}")
   else:
-    padded = image
-  src = Image.fromarray(padded[..., 0] if padded.shape[2] == 1 else padded)
-  shifted = (x0 + pad[2], y0 + pad[0], x1 + pad[2], y1 + pad[0])
-  crop = np.asarray(src.resize((out_w, out_h), Image.BICUBIC, box=shifted), np.uint8)
+    padded = region
+  src = Image.fromarray(np.ascontiguousarray(padded[..., 0] if padded.shape[2] == 1 else padded))
+  shifted = (x0 - cx0 + pad[2], y0 - cy0 + pad[0], x1 - cx0 + pad[2], y1 - cy0 + pad[0])
+  crop = np.asarray(src.resize((out_w, out_h), resample, box=shifted, reducing_gap=reducing_gap), np.uint8)
   return crop.reshape(out_h, out_w, image.shape[2]), CropTransform((x0, y0, x1, y1), (out_h, out_w))
 
 

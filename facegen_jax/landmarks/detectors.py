@@ -188,18 +188,19 @@ class DlibDetector:
   def box_from_landmarks(self, landmarks: np.ndarray) -> Box:
     return dlib_style_box(landmarks)
 
-  def locate_near(self, image: np.ndarray, box: Box, window: float = 2.0,
+  def locate_near(self, image: np.ndarray, box: Box, window: float = 1.6,
                   threshold: float = -0.3) -> Optional[Box]:
     """Re-detects a face near `box` cheaply (for trackers; ~3 ms): runs HOG on a `window` x box
-    region scaled so the face is ~100 px, and returns the detection overlapping `box` most (IoU >
+    region scaled so the face is ~90 px (HOG's smallest face is 80 px), and returns the detection overlapping `box` most (IoU >
     0.3, score above `threshold`) in full-image coordinates, or None."""
     image = _check_image(image)
     x0, y0, x1, y1 = box
     side = max(x1 - x0, y1 - y0, 1.0)
-    scale = 100.0 / side
+    scale = 90.0 / side
     cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, window * side / 2
     n = max(1, int(round(2 * half * scale)))
-    crop, transform = crop_and_resize(image, (cx - half, cy - half, cx + half, cy + half), n)
+    crop, transform = crop_and_resize(image, (cx - half, cy - half, cx + half, cy + half), n,
+                                      resample=Image.BILINEAR, reducing_gap=2.0)
     rects, _, _ = self._hog.run(crop, 0, float(threshold))
     best, best_iou = None, 0.3
     for r in rects:
