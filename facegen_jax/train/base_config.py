@@ -6,6 +6,8 @@ a6..a10 for perturbed-landmark samples (defaults 1, 1, 25, 25, 1 each).
 
 import ml_collections
 
+from facegen_jax.data.pipeline import default_data_config
+
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -62,11 +64,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.grad_clip_norm = 0.0  # 0 = off
   c.optimizer.ema_decay = 0.999
 
-  c.data = ml_collections.ConfigDict()
-  c.data.source = "synthetic"  # synthetic | tfds
-  c.data.synthetic_identities = 64
-  c.data.kind_ratios = (0.5, 0.25, 0.25)  # (a) same video, (b) other identity, (c) perturbed landmarks
-  c.data.perturb_magnitude = 0.03  # synthetic: max part shift, fraction of the resolution
+  # Input: "synthetic" faces (tests, smoke runs) or "tfds" (experiments/prepare_data.py output).
+  c.data = default_data_config()
 
   c.log_every_steps = 50
   c.image_every_steps = 500

@@ -75,7 +75,7 @@ class Summaries:
   def images(self, step: int, grid: np.ndarray) -> None:
     if not self.enabled:
       return
-    self._writer.add_image("source|mask|generated|reconstructed|target", grid, step, dataformats="HWC")
+    self._writer.add_image("samples/source_mask_generated_reconstructed_target", grid, step, dataformats="HWC")
     os.makedirs(os.path.join(self.workdir, "samples"), exist_ok=True)
     Image.fromarray(grid).save(os.path.join(self.workdir, "samples", f"step_{step:08d}.png"))
 
