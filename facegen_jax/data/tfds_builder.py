@@ -126,7 +126,6 @@ class FaceFrames(tfds.core.GeneratorBasedBuilder):
         }),
         metadata=tfds.core.MetadataDict(),
         disable_shuffling=True,
-        homepage="https://github.com/facegen-jax",
     )
 
   def _split_generators(self, dl_manager):
