@@ -112,3 +112,20 @@ def test_cli_image_and_errors(checkpoint, shared_faces, tmp_path):
                           capture_output=True, text=True, timeout=600)
   assert broken.returncode != 0 and "corrupt.jpg" in broken.stderr
   assert not os.path.exists(tmp_path / "x.png")
+
+
+def test_evaluate_model_beside_baselines(checkpoint, shared_faces, tmp_path):
+  import json  # pylint: disable=import-outside-toplevel
+  from facegen_jax.evaluation import face_analysis, harness, protocols  # pylint: disable=import-outside-toplevel
+  videos = tmp_path / "videos"
+  videos.mkdir()
+  for name in ("lp_d12_man__liveportrait__d12.mp4", "vr4_woman_bluebg__video_retalking__4.mp4"):
+    os.symlink(shared_faces / "videos" / name, videos / name)
+  nets = protocols.FeatureNets(face_analysis.dlib_landmark_fn(), face_analysis.dlib_identity_net())
+  paths = harness.evaluate(str(videos), str(tmp_path / "report"), methods=("model", "copy-source", "landmark-warp"),
+                           checkpoint=checkpoint, max_frames=3, feature_nets=nets, progress=False)
+  report = json.loads(open(paths["metrics.json"]).read())
+  assert report["methods"] == ["model", "copy-source", "landmark-warp"]
+  for method in report["methods"]:
+    assert report["summary"][method]["frames"] == 4 and np.isfinite(report["summary"][method]["l1"])
+  assert sorted(os.listdir(tmp_path / "report")) == ["grid.png", "metrics.json", "metrics.md", "per_video.csv"]

@@ -116,10 +116,18 @@ class Reenactor:
 
   def reenact_face(self, source_crop: np.ndarray, source_landmarks: np.ndarray,
                    driving_landmarks: np.ndarray) -> np.ndarray:
-    """One crop-space frame: the source crop `[R, R, 3]` in the pose of `driving_landmarks`
-    (`[68, 2]`, crop pixels, already transferred). Evaluation's model method calls this."""
+    """One aligned frame: the source face crop `[S, S, 3]` (any size S; resized to the model's
+    resolution and back) in the pose of `driving_landmarks` (`[68, 2]`, pixels of that crop,
+    already transferred). Evaluation's model method calls this."""
     del source_landmarks  # the texture comes from the crop; the landmarks are for the caller's blend
-    return self.generate(source_crop[None], np.asarray(driving_landmarks)[None])[0]
+    size, r = source_crop.shape[0], self.resolution
+    if size == r:
+      return self.generate(source_crop[None], np.asarray(driving_landmarks)[None])[0]
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    crop = np.asarray(Image.fromarray(source_crop).resize((r, r), Image.BICUBIC))
+    lm = (np.asarray(driving_landmarks, np.float64) + 0.5) * (r / size) - 0.5
+    out = self.generate(crop[None], lm[None].astype(np.float32))[0]
+    return np.asarray(Image.fromarray(out).resize((size, size), Image.BICUBIC))
 
   def _finish(self, source: SourceFace, face: np.ndarray, landmarks: np.ndarray, blend: bool,
               paste_back: bool) -> np.ndarray:
@@ -187,7 +195,8 @@ class Reenactor:
       raise FileExistsError(f"{output_path} exists; pass overwrite=True (--overwrite) to replace it")
     source = self.prepare_source(source_image)
     info = video_io.probe(driving_path)
-    track = track_video(driving_path, self.detector, detect_every=detect_every, smoothing=smoothing,
+    # The default video detector (HOG, no slow CNN fallback on every faceless frame).
+    track = track_video(driving_path, None, detect_every=detect_every, smoothing=smoothing,
                         max_frames=max_frames)
     landmarks = fill_missing(track.landmarks, track.found)
     missing = int((~track.found).sum())
