@@ -45,7 +45,6 @@ def default_data_config() -> ml_collections.ConfigDict:
   # Which source the train loop reads: "tfds" (this pipeline) or "synthetic" (data/synthetic.py).
   c.source = "synthetic"
   c.synthetic_identities = 64  # synthetic only: size of the identity pool
-  c.perturb_magnitude = 0.03  # synthetic only: max part shift of kind (c), fraction of the resolution
 
   # The dataset: `<data_dir>/<dataset_name>/<dataset_config>/<version>` (prepare_data.py --output).
   c.data_dir = ""

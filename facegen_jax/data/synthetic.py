@@ -10,11 +10,13 @@ identities, (c) one frame with its own landmarks randomly perturbed.
 Sample `i` is a pure function of `(seed, i)`, so the iterator state is just the next index.
 """
 
+from typing import Optional
+
 import numpy as np
 from PIL import Image, ImageDraw
 
 from facegen_jax.data import batch as batch_lib
-from facegen_jax.landmarks import layout
+from facegen_jax.landmarks.perturb import perturb_landmarks
 
 # Mean of dlib's 68 landmarks over 20 real photos, each normalised to its landmark bounding box
 # (centre 0, longest side 1).
@@ -89,14 +91,6 @@ def draw_face(landmarks: np.ndarray, ident: dict, resolution: int) -> np.ndarray
   return np.asarray(img.resize((resolution, resolution), Image.BILINEAR))
 
 
-def perturb(landmarks: np.ndarray, rng: np.random.Generator, resolution: int, magnitude: float) -> np.ndarray:
-  """Moves each facial part (and the contour) by a random shift of up to `magnitude` * R."""
-  out = landmarks.copy()
-  for start, stop, _ in layout.PARTS.values():
-    out[start:stop] += rng.uniform(-magnitude, magnitude, 2) * resolution
-  return np.clip(out, 0, resolution - 1).astype(np.float32)
-
-
 class SyntheticFaces:
   """Deterministic iterator of SYNTHETIC training batches (see module docstring).
 
@@ -106,17 +100,18 @@ class SyntheticFaces:
     mask_per_part: one mask channel per landmark part instead of one.
     seed: base seed.
     kind_ratios: probabilities of sample kinds (a) same identity, (b) other identity, (c) perturbed.
-    perturb_magnitude: maximal part shift of kind (c), as a fraction of R.
+    perturb: kind (c) magnitudes, `perturb_landmarks` keyword arguments (fractions of the face size).
     num_identities: size of the identity pool (small pools let tiny models overfit).
     process_index, process_count: this process's share of every global batch (for multi-host
       runs: process k takes samples k * batch_size ... of each global batch).
   """
 
   def __init__(self, resolution: int, batch_size: int, *, mask_per_part: bool = False, seed: int = 0,
-               kind_ratios=(0.5, 0.25, 0.25), perturb_magnitude: float = 0.03, num_identities: int = 64,
+               kind_ratios=(0.5, 0.25, 0.25), perturb: Optional[dict] = None, num_identities: int = 64,
                process_index: int = 0, process_count: int = 1):
     self.resolution, self.batch_size, self.mask_per_part = resolution, batch_size, mask_per_part
-    self.seed, self.perturb_magnitude, self.num_identities = seed, perturb_magnitude, num_identities
+    self.seed, self.num_identities = seed, num_identities
+    self.perturb = dict(feature_shift=0.05, contour_shift=0.03, feature_scale=0.1) if perturb is None else dict(perturb)
     ratios = np.asarray(kind_ratios, np.float64)
     if ratios.shape != (3,) or ratios.min() < 0 or ratios.sum() <= 0:
       raise ValueError(f"kind_ratios must be 3 non-negative numbers, got {kind_ratios}")
@@ -145,7 +140,7 @@ class SyntheticFaces:
       drv_lm = random_landmarks(rng, other, r)
       target, tgt_lm = source, src_lm
     else:  # (c) its own landmarks randomly perturbed (SPEC claim 7)
-      drv_lm = perturb(src_lm, rng, r, self.perturb_magnitude)
+      drv_lm = perturb_landmarks(src_lm, rng, image_size=r, **self.perturb)
       target, tgt_lm = source, src_lm
     drv_mask = render_mask(drv_lm, r, per_part=self.mask_per_part)
     tgt_mask = drv_mask if tgt_lm is drv_lm else render_mask(tgt_lm, r, per_part=self.mask_per_part)

@@ -28,7 +28,7 @@ def create_data_iterator(config: ml_collections.ConfigDict):
   if config.data.source == "synthetic":
     from facegen_jax.data.synthetic import SyntheticFaces  # pylint: disable=import-outside-toplevel
     return SyntheticFaces(config.resolution, per_process, mask_per_part=config.mask_per_part, seed=config.seed,
-                          kind_ratios=tuple(config.data.kind_ratios), perturb_magnitude=config.data.perturb_magnitude,
+                          kind_ratios=tuple(config.data.kind_ratios), perturb=config.data.perturb.to_dict(),
                           num_identities=config.data.synthetic_identities, process_index=jax.process_index(),
                           process_count=jax.process_count())
   if config.data.source == "tfds":
