@@ -156,3 +156,23 @@ def test_train_cli_rejects_unknown_config_key(tmp_path):
   assert result.returncode != 0
   assert "no_such_key" in result.stderr
   assert not (tmp_path / "wd").exists()
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  import signal  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "wd"
+  proc = subprocess.Popen(
+      [sys.executable, str(REPO / "experiments" / "train.py"), "--config=" + str(REPO / "experiments/configs/tiny.py"),
+       f"--workdir={workdir}", "--config.num_train_steps=100000", "--config.checkpoint_every_steps=100000",
+       "--config.log_every_steps=1"], stderr=subprocess.PIPE, text=True, cwd=REPO)
+  deadline = time.time() + 300
+  for line in proc.stderr:
+    if "step 3/" in line or time.time() > deadline:
+      break
+  proc.send_signal(signal.SIGTERM)
+  _, rest = proc.communicate(timeout=300)
+  assert proc.returncode == 0, rest[-2000:]
+  assert "SIGTERM: saving step" in rest
+  steps = [int(s) for s in os.listdir(workdir / "checkpoints")]
+  assert len(steps) == 1 and 3 <= steps[0] < 100000

@@ -3,9 +3,10 @@
 Command (after `python experiments/prepare_data.py --input=VIDEOS --output=DATA --resolution=256`):
   python experiments/train.py --config=experiments/configs/default.py --workdir=WORKDIR \
       --config.data.data_dir=DATA
-Expected cost: about 2.5 GFLOP... see BENCHMARKS.md for measured step times; 200k steps at global
-batch 16 is roughly 2-4 days on 8 A100-class GPUs (planning figure, not measured here). On this
-project's 2-core CPU machine one step takes tens of seconds: use tiny.py or demo.py there.
+Expected cost: `python benchmarks/run.py` measures this model's FLOPs per image and step time on
+the machine at hand (BENCHMARKS.md). No accelerator was available to this project, so GPU/TPU
+wall-clock figures are not measured; on its 2-core CPU one step takes tens of seconds, so use
+tiny.py or demo.py there.
 Expected result: pixel L1 on held-out self-reenactment falling below the copy-source baseline
 within the first 20k steps.
 """
