@@ -17,6 +17,8 @@ def shared_faces_dir() -> pathlib.Path:
 def shared_faces():
   path = shared_faces_dir()
   if not (path / "MANIFEST.tsv").exists():
+    if os.environ.get("CI"):  # CI always has ../shared beside the clone: a missing folder is an error
+      pytest.fail(f"real faces not found at {path} (CI=true); set FACEGEN_SHARED_FACES")
     pytest.skip(f"real faces not found at {path}; set FACEGEN_SHARED_FACES")
   return path
 
