@@ -5,15 +5,16 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from facegen_jax.models import layers
+from facegen_jax.models import fast_conv, layers
 from facegen_jax.models.mask_affine_norm import MaskAffineNorm
 
 
-def _up(features: int, kernel_size: int, dtype, name: str, use_bias: bool = True) -> nn.ConvTranspose:
+def _up(features: int, kernel_size: int, dtype, name: str, use_bias: bool = True,
+        conv_impl: str = "auto") -> fast_conv.ConvTranspose:
   """A stride-2 transposed convolution that doubles H and W (no bias when a norm follows: it
-  would cancel it, leaving a parameter whose gradient is zero)."""
-  return nn.ConvTranspose(features, (kernel_size,) * 2, strides=(2, 2), padding="SAME", use_bias=use_bias,
-                          dtype=dtype, name=name)
+  would cancel it, leaving a parameter whose gradient is zero). Parameters as `nn.ConvTranspose`."""
+  return fast_conv.ConvTranspose(features, (kernel_size,) * 2, strides=(2, 2), padding="SAME", use_bias=use_bias,
+                                 dtype=dtype, conv_impl=conv_impl, name=name)
 
 
 class ReconstructionDecoder(nn.Module):
@@ -24,6 +25,7 @@ class ReconstructionDecoder(nn.Module):
     kernel_size: kernel of the transposed convolutions.
     norm: normalization after each intermediate transposed conv.
     activation: name of the activation opening each level.
+    conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
   """
 
   features: Sequence[int]
@@ -31,6 +33,7 @@ class ReconstructionDecoder(nn.Module):
   norm: str = "batch"
   activation: str = "relu"
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, code: jnp.ndarray, *, train: bool) -> tuple[jnp.ndarray, list[jnp.ndarray]]:
@@ -42,10 +45,10 @@ class ReconstructionDecoder(nn.Module):
     act = layers.activation(self.activation)
     x, intermediates = code, []
     for k, feats in enumerate(self.features):
-      x = _up(feats, self.kernel_size, self.dtype, f"up_{k}", self.norm == "none")(act(x))
+      x = _up(feats, self.kernel_size, self.dtype, f"up_{k}", self.norm == "none", self.conv_impl)(act(x))
       x = layers.Norm(self.norm, dtype=self.dtype, name=f"norm_{k}")(x, train=train)
       intermediates.append(x)
-    image = _up(3, self.kernel_size, self.dtype, f"up_{len(self.features)}")(act(x))
+    image = _up(3, self.kernel_size, self.dtype, f"up_{len(self.features)}", conv_impl=self.conv_impl)(act(x))
     return jnp.tanh(image.astype(jnp.float32)), intermediates
 
 
@@ -66,6 +69,7 @@ class GenerationDecoder(nn.Module):
     merge_levels: 1-based levels that concatenate a reconstruction output; None = all.
     kernel_size, norm, activation: as in ReconstructionDecoder.
     gamma_kernel, beta_kernel, hidden_features, modulation: MaskAffineNorm settings.
+    conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
   """
 
   features: Sequence[int]
@@ -78,6 +82,7 @@ class GenerationDecoder(nn.Module):
   hidden_features: Optional[int] = 64
   modulation: str = "residual"
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, code: jnp.ndarray, recon_outputs: Sequence[jnp.ndarray], masks: dict[int, jnp.ndarray],
@@ -98,7 +103,7 @@ class GenerationDecoder(nn.Module):
     if not merge <= set(range(1, n + 1)):
       raise ValueError(f"merge_levels {sorted(merge)} must be within 1..{n}")
     act = layers.activation(self.activation)
-    x = _up(self.features[0], self.kernel_size, self.dtype, "stem", self.norm == "none")(code)
+    x = _up(self.features[0], self.kernel_size, self.dtype, "stem", self.norm == "none", self.conv_impl)(code)
     x = act(layers.Norm(self.norm, dtype=self.dtype, name="stem_norm")(x, train=train))
     for i in range(1, n + 1):
       if i in merge:
@@ -107,12 +112,13 @@ class GenerationDecoder(nn.Module):
       if size not in masks:
         raise ValueError(f"no face mask of size {size} for generation level {i}")
       x = MaskAffineNorm(self.gamma_kernel, self.beta_kernel, self.hidden_features, self.modulation,
-                         norm=self.norm, dtype=self.dtype, name=f"fuse_{i}")(x, masks[size], train=train)
+                         norm=self.norm, dtype=self.dtype, conv_impl=self.conv_impl, name=f"fuse_{i}")(
+                             x, masks[size], train=train)
       x = act(x)
       if i < n:
         # The norm after this transposed conv is the next level's parameter-free normalization
         # (step b): a second one in between would be cancelled by it.
-        x = _up(self.features[i], self.kernel_size, self.dtype, f"up_{i}", self.norm == "none")(x)
+        x = _up(self.features[i], self.kernel_size, self.dtype, f"up_{i}", self.norm == "none", self.conv_impl)(x)
       else:
-        x = _up(3, self.kernel_size, self.dtype, f"up_{i}")(x)
+        x = _up(3, self.kernel_size, self.dtype, f"up_{i}", conv_impl=self.conv_impl)(x)
     return jnp.tanh(x.astype(jnp.float32))

@@ -3,7 +3,7 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from facegen_jax.models import layers
+from facegen_jax.models import fast_conv, layers
 
 
 class PatchDiscriminator(nn.Module):
@@ -14,6 +14,7 @@ class PatchDiscriminator(nn.Module):
     num_layers: number of stride-2 convolutions.
     norm: normalization of all but the first conv ("instance", "batch" or "none").
     spectral_norm: wrap every conv in spectral normalization (stats in 'batch_stats').
+    conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
   """
 
   base_features: int = 64
@@ -22,10 +23,11 @@ class PatchDiscriminator(nn.Module):
   norm: str = "instance"
   spectral_norm: bool = False
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   def _conv(self, x, feats, stride, name, train, use_bias=True):
     conv = nn.Conv(feats, (4, 4), strides=(stride, stride), padding="SAME", use_bias=use_bias, dtype=self.dtype,
-                   name=name)
+                   conv_general_dilated=fast_conv.conv_fn(self.conv_impl), name=name)
     if self.spectral_norm:
       return nn.SpectralNorm(conv, name=f"{name}_sn")(x, update_stats=train)
     return conv(x)
@@ -54,7 +56,7 @@ class MultiScaleDiscriminator(nn.Module):
     num_scales: number of PatchGANs.
     conditional: the caller concatenates the face mask to the image (documentation only; the
       module reads whatever channels it gets).
-    base_features, max_features, num_layers, norm, spectral_norm: as in PatchDiscriminator.
+    base_features, max_features, num_layers, norm, spectral_norm, conv_impl: as in PatchDiscriminator.
   """
 
   num_scales: int = 3
@@ -64,6 +66,7 @@ class MultiScaleDiscriminator(nn.Module):
   norm: str = "instance"
   spectral_norm: bool = False
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> tuple[list[jnp.ndarray], list[list[jnp.ndarray]]]:
@@ -78,7 +81,7 @@ class MultiScaleDiscriminator(nn.Module):
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
       logits, feats = PatchDiscriminator(
           self.base_features, self.max_features, self.num_layers, self.norm, self.spectral_norm, self.dtype,
-          name=f"scale_{k}")(x, train=train)
+          self.conv_impl, name=f"scale_{k}")(x, train=train)
       all_logits.append(logits)
       all_features.append(feats)
     return all_logits, all_features

@@ -5,7 +5,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from facegen_jax.models import layers
+from facegen_jax.models import fast_conv, layers
 
 
 class TextureEncoder(nn.Module):
@@ -15,12 +15,14 @@ class TextureEncoder(nn.Module):
     features: output channels of each layer; `len(features)` = s >= 2 layers.
     kernel_size: spatial kernel of every stride-2 convolution.
     norm: normalization after each conv (SPEC: "batch").
+    conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
   """
 
   features: Sequence[int]
   kernel_size: int = 4
   norm: str = "batch"
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, image: jnp.ndarray, *, train: bool) -> tuple[jnp.ndarray, list[jnp.ndarray]]:
@@ -34,7 +36,7 @@ class TextureEncoder(nn.Module):
     x, outputs = image.astype(self.dtype), []
     for i, feats in enumerate(self.features):
       x = nn.Conv(feats, (self.kernel_size,) * 2, strides=(2, 2), padding="SAME", use_bias=False,
-                  dtype=self.dtype, name=f"conv_{i}")(x)
+                  dtype=self.dtype, conv_general_dilated=fast_conv.conv_fn(self.conv_impl), name=f"conv_{i}")(x)
       x = layers.Norm(self.norm, dtype=self.dtype, name=f"norm_{i}")(x, train=train)
       x = nn.relu(x)
       outputs.append(x)

@@ -41,7 +41,7 @@ def build_generator(config: ml_collections.ConfigDict) -> Generator:
       max_features=m.max_features, merge_levels=parse_merge_levels(m.merge_levels), mask_resize=m.mask_resize,
       encoder_kernel=m.encoder_kernel, decoder_kernel=m.decoder_kernel, norm=m.norm, activation=m.activation,
       gamma_kernel=m.gamma_kernel, beta_kernel=m.beta_kernel, hidden_features=m.hidden_features,
-      modulation=m.modulation, dtype=compute_dtype(config))
+      modulation=m.modulation, dtype=compute_dtype(config), conv_impl=m.get("conv_impl", "auto"))
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> MultiScaleDiscriminator:
@@ -50,4 +50,5 @@ def build_discriminator(config: ml_collections.ConfigDict) -> MultiScaleDiscrimi
     raise ValueError(f"config.discriminator.norm must be 'instance' or 'none' (stateless), got {d.norm!r}")
   return MultiScaleDiscriminator(
       num_scales=d.num_scales, base_features=d.base_features, max_features=d.max_features,
-      num_layers=d.num_layers, norm=d.norm, spectral_norm=d.spectral_norm, dtype=compute_dtype(config))
+      num_layers=d.num_layers, norm=d.norm, spectral_norm=d.spectral_norm, dtype=compute_dtype(config),
+      conv_impl=config.model.get("conv_impl", "auto"))

@@ -52,6 +52,7 @@ class Generator(nn.Module):
     activation: decoder activation.
     gamma_kernel, beta_kernel, hidden_features, modulation: MaskAffineNorm settings.
     dtype: computation dtype (parameters stay float32).
+    conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
   """
 
   resolution: int = 256
@@ -69,6 +70,7 @@ class Generator(nn.Module):
   hidden_features: Optional[int] = 64
   modulation: str = "residual"
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @property
   def encoder_features(self) -> list[int]:
@@ -87,14 +89,17 @@ class Generator(nn.Module):
       raise ValueError(f"Generator(resolution={r}) got source {source.shape} and mask {mask.shape}")
     enc = self.encoder_features
     dec = enc[-2::-1]  # channels at sizes 2h, 4h, ..., R/2
-    code, _ = TextureEncoder(enc, self.encoder_kernel, self.norm, self.dtype, name="encoder")(source, train=train)
+    code, _ = TextureEncoder(enc, self.encoder_kernel, self.norm, self.dtype, self.conv_impl, name="encoder")(
+        source, train=train)
     reconstructed, recon_outputs = ReconstructionDecoder(
-        dec, self.decoder_kernel, self.norm, self.activation, self.dtype, name="reconstruction_decoder")(
-            code, train=train)
+        dec, self.decoder_kernel, self.norm, self.activation, self.dtype, self.conv_impl,
+        name="reconstruction_decoder")(code, train=train)
     sizes = [code.shape[1] * 2**k for k in range(1, len(dec) + 1)]
-    masks = layers.MaskPyramid(sizes, self.mask_resize, dtype=self.dtype, name="mask_pyramid")(mask)
+    masks = layers.MaskPyramid(sizes, self.mask_resize, dtype=self.dtype, conv_impl=self.conv_impl,
+                               name="mask_pyramid")(mask)
     generated = GenerationDecoder(
         dec, self.merge_levels, self.decoder_kernel, self.norm, self.activation, self.gamma_kernel,
-        self.beta_kernel, self.hidden_features, self.modulation, self.dtype, name="generation_decoder")(
+        self.beta_kernel, self.hidden_features, self.modulation, self.dtype, self.conv_impl,
+        name="generation_decoder")(
             code, recon_outputs, masks, train=train)
     return {"generated": generated, "reconstructed": reconstructed}

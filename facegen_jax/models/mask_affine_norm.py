@@ -11,7 +11,7 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from facegen_jax.models import layers
+from facegen_jax.models import fast_conv, layers
 
 
 class MaskAffineNorm(nn.Module):
@@ -25,6 +25,7 @@ class MaskAffineNorm(nn.Module):
     modulation: "residual" for `x * (1 + gamma) + beta` (SPADE), "plain" for `x * gamma + beta`.
     norm: "batch" (batch statistics; running averages at inference) or "instance".
     momentum: running-average momentum of the batch statistics.
+    conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
   """
 
   gamma_kernel: int = 3
@@ -34,6 +35,7 @@ class MaskAffineNorm(nn.Module):
   norm: str = "batch"
   momentum: float = 0.9
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -49,11 +51,15 @@ class MaskAffineNorm(nn.Module):
     normalized = layers.Norm(self.norm, use_affine=False, momentum=self.momentum, name="param_free_norm")(
         x, train=train)
     feats = mask.astype(self.dtype)
+    conv_fn = fast_conv.conv_fn(self.conv_impl)
     if self.hidden_features:
-      feats = nn.relu(nn.Conv(self.hidden_features, (3, 3), padding="SAME", dtype=self.dtype, name="shared")(feats))
+      feats = nn.relu(nn.Conv(self.hidden_features, (3, 3), padding="SAME", dtype=self.dtype,
+                            conv_general_dilated=conv_fn, name="shared")(feats))
     channels = x.shape[-1]
-    gamma = nn.Conv(channels, (self.gamma_kernel,) * 2, padding="SAME", dtype=self.dtype, name="gamma")(feats)
-    beta = nn.Conv(channels, (self.beta_kernel,) * 2, padding="SAME", dtype=self.dtype, name="beta")(feats)
+    gamma = nn.Conv(channels, (self.gamma_kernel,) * 2, padding="SAME", dtype=self.dtype,
+                    conv_general_dilated=conv_fn, name="gamma")(feats)
+    beta = nn.Conv(channels, (self.beta_kernel,) * 2, padding="SAME", dtype=self.dtype,
+                   conv_general_dilated=conv_fn, name="beta")(feats)
     if self.modulation == "residual":
       return normalized * (1.0 + gamma) + beta
     return normalized * gamma + beta

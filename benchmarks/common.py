@@ -1,0 +1,88 @@
+"""Helpers shared by the benchmark scripts: configs, model set-up, timing, XLA cost analysis."""
+
+import importlib.util
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from facegen_jax.data.synthetic import SyntheticFaces
+from facegen_jax.models import factory
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def benchmark_config(name: str, resolution: int, batch: int, conv_impl: str = "auto",
+                     compute_dtype: str = "float32") -> ml_collections.ConfigDict:
+  """experiments/configs/`name`.py at `resolution` and `batch`, with synthetic data and no
+  identity/perceptual losses (their pretrained nets are not part of the GAN's own cost)."""
+  spec = importlib.util.spec_from_file_location(f"config_{name}", REPO_ROOT / "experiments" / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.resolution, config.global_batch_size, config.compute_dtype = resolution, batch, compute_dtype
+  if "conv_impl" in config.model:
+    config.model.conv_impl = conv_impl
+  for group in (config.loss.first, config.loss.perturbed):
+    group.identity = group.perceptual = 0.0
+  config.data.source = "synthetic"
+  return config
+
+
+def init_models(config: ml_collections.ConfigDict, batch: int):
+  """(generator vars, discriminator vars, generator inputs (source, mask), discriminator input)."""
+  g, d = factory.build_generator(config), factory.build_discriminator(config)
+  r, m = config.resolution, factory.mask_channels(config)
+  rng = np.random.default_rng(0)
+  source = jnp.asarray(rng.uniform(-1, 1, (batch, r, r, 3)).astype(np.float32))
+  mask = jnp.asarray(rng.uniform(0, 1, (batch, r, r, m)).astype(np.float32))
+  d_in = jnp.asarray(rng.uniform(-1, 1, (batch, r, r, 3 + (m if config.discriminator.conditional else 0)))
+                     .astype(np.float32))
+  g_vars = g.init(jax.random.PRNGKey(0), source[:1], mask[:1], train=False)
+  d_vars = d.init(jax.random.PRNGKey(1), d_in[:1], train=False)
+  return g_vars, d_vars, (source, mask), d_in
+
+
+def synthetic_batch(config: ml_collections.ConfigDict, batch: int) -> dict:
+  """One batch in the training format (facegen_jax.data.batch) of synthetic faces."""
+  it = SyntheticFaces(config.resolution, batch, mask_per_part=config.mask_per_part, seed=0, num_identities=8)
+  return next(iter(it))
+
+
+def block(tree):
+  return jax.tree.map(lambda x: x.block_until_ready() if hasattr(x, "block_until_ready") else x, tree)
+
+
+def best_time(fn, repeats: int, warmup: int = 1) -> float:
+  """The fastest of `repeats` calls of `fn` (after `warmup` calls), in seconds, outputs awaited.
+
+  The minimum is the figure least disturbed by other processes on a shared machine.
+  """
+  for _ in range(warmup):
+    block(fn())
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    block(fn())
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def xla_flops(jitted, *args) -> float:
+  """FLOPs of one call of `jitted(*args)` from XLA's cost analysis of the compiled program."""
+  cost = jitted.lower(*args).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get("flops", 0.0))
+
+
+def matmul_peak(n: int = 1536, repeats: int = 5) -> float:
+  """This machine's float32 matmul rate in FLOP/s (jitted `[n, n] @ [n, n]` with XLA)."""
+  rng = np.random.default_rng(0)
+  a = jnp.asarray(rng.normal(size=(n, n)).astype(np.float32))
+  b = jnp.asarray(rng.normal(size=(n, n)).astype(np.float32))
+  f = jax.jit(lambda a, b: a @ b)
+  return 2.0 * n**3 / best_time(lambda: f(a, b), repeats)

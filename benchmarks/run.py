@@ -1,0 +1,276 @@
+r"""All performance figures of facegen-jax from one run, side by side with PyTorch; writes BENCHMARKS.md.
+
+  python benchmarks/run.py [--quick] [--resolutions=64,128,256] [--configs=tiny,default] [--batch=4]
+                           [--baseline_resolutions=64,128] [--no_torch] [--no_others] [--out=BENCHMARKS.md]
+
+For each model size (experiments/configs tiny.py and default.py, synthetic batches, identity and
+perceptual losses off: their pretrained nets are not part of the GAN) and resolution:
+  * train step images/s: the jitted G+D step of facegen_jax.train.step (conv_impl "auto", i.e.
+    models/fast_conv.py on CPU) and, at --baseline_resolutions, with XLA's own convolutions;
+  * generator inference images/s (`train=False`, jitted);
+  * FLOPs per image from XLA's cost analysis of the compiled programs, and the achieved fraction
+    of this machine's float32 matmul peak, measured in the same run;
+  * XLA's memory analysis of the compiled train step (arguments + outputs + temporaries);
+  * the same train step and inference in PyTorch (benchmarks/torch_reference.py, same layers and
+    FLOPs), timed in the same run, and the JAX / PyTorch time ratios.
+Then the other benchmark scripts (data pipeline, landmarks, identity net) are run and their output
+is quoted. Times are the best of several calls (the machine may be shared: the least disturbed
+call is the most faithful); ratios come from the same run. --quick: 64 and 128 only, fewer repeats,
+no baseline and no other scripts.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+
+from benchmarks import common  # pylint: disable=wrong-import-position
+from facegen_jax.models import factory  # pylint: disable=wrong-import-position
+from facegen_jax.train import sharding, state as state_lib, step as step_lib  # pylint: disable=wrong-import-position
+
+try:
+  import torch  # pylint: disable=wrong-import-position
+  from benchmarks import torch_reference  # pylint: disable=wrong-import-position
+except ImportError:
+  torch = None
+
+OTHER_SCRIPTS = [  # (script, arguments, quick arguments)
+    ("data_pipeline.py", ["--batches=20", "--workers=0,2"], None),
+    ("landmarks.py", ["--frames=90"], None),
+    ("identity_net.py", [], None),
+]
+
+
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def cpu_flags() -> str:
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      flags = next(line for line in f if line.startswith("flags")).split()
+    return ", ".join(f for f in ("avx2", "fma", "avx512f", "amx_tile") if f in flags) or "none of avx2/fma/avx512"
+  except (OSError, StopIteration):
+    return "unknown"
+
+
+def jax_train(config, batch_np, repeats):
+  """(seconds per step, FLOPs per step, XLA bytes) of the jitted train step."""
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  train_step = sharding.jit_train_step(step_lib.make_train_step(config), mesh)
+  state = sharding.replicate(state_lib.create_train_state(config), mesh)
+  batch = sharding.shard_batch(batch_np, mesh)
+  frozen = step_lib.LossNets().frozen_params()
+  compiled = train_step.lower(state, batch, frozen).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  mem = compiled.memory_analysis()
+  mem_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+               - mem.alias_size_in_bytes) if mem is not None else float("nan")
+  holder = {"state": state}
+
+  def run():
+    holder["state"], metrics, _ = compiled(holder["state"], batch, frozen)
+    return metrics
+
+  seconds = common.best_time(run, repeats)
+  metrics = jax.device_get(run())
+  if not np.isfinite(float(metrics["g/total"])):
+    raise RuntimeError(f"non-finite generator loss at {config.resolution}")
+  return seconds, float(cost.get("flops", 0.0)), mem_bytes
+
+
+def jax_infer(config, batch_size, repeats):
+  """(seconds per call, FLOPs per call) of the generator at inference (running statistics)."""
+  generator = factory.build_generator(config)
+  g_vars, _, (source, mask), _ = common.init_models(config, batch_size)
+  fn = jax.jit(lambda v, s, m: generator.apply(v, s, m, train=False)["generated"])
+  flops = common.xla_flops(fn, g_vars, source, mask)
+  return common.best_time(lambda: fn(g_vars, source, mask), repeats), flops
+
+
+def torch_inputs(batch_np):
+  img = lambda k: torch.from_numpy(batch_np[k].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1)
+  msk = lambda k: torch.from_numpy(batch_np[k].transpose(0, 3, 1, 2).astype(np.float32) / 255)
+  return img("source"), img("target"), msk("driving_mask"), msk("target_mask")
+
+
+def torch_train(config, batch_np, repeats):
+  step = torch_reference.TorchTrainStep(config)
+  args = torch_inputs(batch_np)
+  return common.best_time(lambda: step(*args), repeats)
+
+
+def torch_infer(config, batch_np, repeats):
+  generator = torch_reference.Generator(config).eval()
+  source, _, mask, _ = torch_inputs(batch_np)
+
+  def run():
+    with torch.inference_mode():
+      return generator(source, mask)["generated"]
+
+  return common.best_time(run, repeats)
+
+
+def run_other(script, args, timeout):
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), script)
+  if not os.path.exists(path):
+    return None
+  start = time.perf_counter()
+  try:
+    proc = subprocess.run([sys.executable, path] + args, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    text = proc.stdout.strip()
+    if proc.returncode:
+      text += f"\n[exit code {proc.returncode}] " + "\n".join(proc.stderr.strip().splitlines()[-5:])
+  except subprocess.TimeoutExpired:
+    text = f"[timed out after {timeout} s]"
+  return f"$ python benchmarks/{script} {' '.join(args)}   ({time.perf_counter() - start:.0f} s)\n{text}"
+
+
+def fmt(x, spec="{:.2f}"):
+  return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else spec.format(x)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="64 and 128 only, fewer repeats, no baseline/others")
+  parser.add_argument("--resolutions", default=None, help="comma list (default 64,128,256; quick 64,128)")
+  parser.add_argument("--configs", default="tiny,default", help="model sizes: experiments/configs/NAME.py")
+  parser.add_argument("--batch", type=int, default=4, help="images per step")
+  parser.add_argument("--repeats", type=int, default=None, help="timed calls per figure (best kept)")
+  parser.add_argument("--baseline_resolutions", default=None,
+                      help="resolutions also timed with XLA's own convolutions (default 64,128; quick none)")
+  parser.add_argument("--no_torch", action="store_true", help="skip PyTorch even when importable")
+  parser.add_argument("--no_others", action="store_true", help="skip the other benchmark scripts")
+  parser.add_argument("--other_timeout", type=int, default=300, help="seconds per other script")
+  parser.add_argument("--out", default=os.path.join(common.REPO_ROOT, "BENCHMARKS.md"), help="markdown output")
+  args = parser.parse_args()
+
+  resolutions = [int(r) for r in (args.resolutions or ("64,128" if args.quick else "64,128,256")).split(",")]
+  baseline = args.baseline_resolutions if args.baseline_resolutions is not None else ("" if args.quick else "64,128")
+  baseline = {int(r) for r in baseline.split(",") if r}
+  repeats = args.repeats or (2 if args.quick else 3)
+  use_torch = torch is not None and not args.no_torch
+  if use_torch:
+    torch.set_num_threads(os.cpu_count())
+  started = time.perf_counter()
+  load_start = os.getloadavg()
+
+  peak = common.matmul_peak()
+  torch_peak = None
+  if use_torch:
+    a, b = torch.randn(1536, 1536), torch.randn(1536, 1536)
+    torch_peak = 2 * 1536**3 / common.best_time(lambda: a @ b, 5)
+  print(f"float32 matmul peak: JAX {peak / 1e9:.1f} GFLOP/s" +
+        (f", PyTorch {torch_peak / 1e9:.1f} GFLOP/s" if torch_peak else ""), flush=True)
+
+  rows = []
+  for name in args.configs.split(","):
+    for res in resolutions:
+      config = common.benchmark_config(name, res, args.batch)
+      batch_np = common.synthetic_batch(config, args.batch)
+      b = args.batch
+      row = {"config": name, "res": res}
+      t, flops, mem = jax_train(config, batch_np, repeats)
+      row.update(train_ips=b / t, train_s=t, train_gflop=flops / b / 1e9, train_peak=flops / t / peak, mem=mem / 2**20)
+      if res in baseline:
+        t_xla, _, _ = jax_train(common.benchmark_config(name, res, b, conv_impl="xla"), batch_np, repeats)
+        row["xla_ips"] = b / t_xla
+      t_inf, inf_flops = jax_infer(config, b, repeats)
+      row.update(infer_ips=b / t_inf, infer_s=t_inf, infer_gflop=inf_flops / b / 1e9, infer_peak=inf_flops / t_inf / peak)
+      if use_torch:
+        row["torch_train_s"] = torch_train(config, batch_np, repeats)
+        row["torch_infer_s"] = torch_infer(config, batch_np, repeats)
+        row["train_ratio"] = row["train_s"] / row["torch_train_s"]
+        row["infer_ratio"] = row["infer_s"] / row["torch_infer_s"]
+      rows.append(row)
+      print(f"{name:8s} {res:4d}  train {row['train_ips']:7.2f} img/s ({100 * row['train_peak']:.0f}% of peak, "
+            f"{row['train_gflop']:.2f} GFLOP/img)  infer {row['infer_ips']:7.2f} img/s"
+            + (f"  | JAX/torch train {row['train_ratio']:.2f}x, infer {row['infer_ratio']:.2f}x" if use_torch else "")
+            + (f"  | XLA convs {row['xla_ips']:.2f} img/s" if "xla_ips" in row else ""), flush=True)
+
+  others = []
+  if not args.no_others and not args.quick:
+    for script, script_args, _ in OTHER_SCRIPTS:
+      out = run_other(script, script_args, args.other_timeout)
+      if out is not None:
+        print(out, flush=True)
+        others.append(out)
+
+  maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  write_markdown(args, rows, others, peak, torch_peak, maxrss_mb, load_start, os.getloadavg(),
+                 time.perf_counter() - started, use_torch, repeats)
+
+
+def write_markdown(args, rows, others, peak, torch_peak, maxrss_mb, load_start, load_end, seconds, use_torch,
+                   repeats):
+  lines = [
+      "# Benchmarks",
+      "",
+      "Written by `benchmarks/run.py` (do not edit by hand). Command: `python benchmarks/run.py "
+      + " ".join(sys.argv[1:]) + "`",
+      "",
+      f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; run took {seconds / 60:.1f} min",
+      f"- machine: {cpu_model()}, {os.cpu_count()} cores ({cpu_flags()}), "
+      f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.system()} "
+      f"{platform.release()}",
+      f"- software: Python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
+      + (f"torch {torch.__version__}" if torch is not None else "torch not installed"),
+      f"- load average (1 min) at start {load_start[0]:.1f}, at end {load_end[0]:.1f}: the machine is shared, so "
+      "absolute figures are noisy; ratios are measured within this one run",
+      f"- float32 matmul peak measured in this run: JAX {peak / 1e9:.1f} GFLOP/s"
+      + (f", PyTorch {torch_peak / 1e9:.1f} GFLOP/s" if torch_peak else ""),
+      f"- batch {args.batch}; times are the best of {repeats} calls after a warm-up; process peak RSS "
+      f"{maxrss_mb:.0f} MiB",
+      "",
+      "| config | res | train img/s | train img/s, XLA convs | torch train img/s | train JAX/torch | "
+      "train GFLOP/img | train % of peak | infer img/s | torch infer img/s | infer JAX/torch | infer GFLOP/img | "
+      "infer % of peak | XLA train memory MiB |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for r in rows:
+    t_train = args.batch / r["torch_train_s"] if use_torch else None
+    t_infer = args.batch / r["torch_infer_s"] if use_torch else None
+    lines.append(
+        f"| {r['config']} | {r['res']} | {fmt(r['train_ips'])} | {fmt(r.get('xla_ips'))} | {fmt(t_train)} | "
+        f"{fmt(r.get('train_ratio'), '{:.2f}x')} | {fmt(r['train_gflop'])} | {fmt(100 * r['train_peak'], '{:.0f}%')} | "
+        f"{fmt(r['infer_ips'])} | {fmt(t_infer)} | {fmt(r.get('infer_ratio'), '{:.2f}x')} | {fmt(r['infer_gflop'])} | "
+        f"{fmt(100 * r['infer_peak'], '{:.0f}%')} | {fmt(r['mem'], '{:.0f}')} |")
+  lines += [
+      "",
+      "- train step: one G+D update of `facegen_jax.train.step` (G forward, D step on real + fake, G step on "
+      "pixel + reconstruction L1 + hinge adversarial, EMA), jitted, synthetic batch; the PyTorch column runs "
+      "`benchmarks/torch_reference.TorchTrainStep` (same layers, shapes and FLOPs).",
+      "- `train img/s, XLA convs`: the same step with `config.model.conv_impl = \"xla\"` (XLA's own convolution "
+      "gradients instead of `facegen_jax/models/fast_conv.py`).",
+      "- GFLOP/img: XLA's cost analysis of the compiled program (all ops), divided by the batch; % of peak = those "
+      "FLOPs per second over the matmul peak above.",
+      "- XLA train memory: arguments + outputs + temporaries - donated aliases of the compiled train step "
+      "(`compiled.memory_analysis()`).",
+  ]
+  if others:
+    lines += ["", "## Other benchmark scripts", "", "```"] + "\n\n".join(others).splitlines() + ["```"]
+  with open(args.out, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,215 @@
+"""Convolutions whose gradients are fast on XLA:CPU, for every conv kind the models use.
+
+XLA:CPU runs stride-1 convolutions and matmuls near the machine's peak, but lowers the weight
+gradient of a transposed (input-dilated) convolution, and to a lesser degree that of a stride-2
+convolution, to window-dilated convolutions that run at 2-5% of it (see
+`benchmarks/profile_convs.py`). Here every convolution is rewritten as stride-1 convolutions
+with exactly the same FLOPs, whose forward pass and both gradients XLA:CPU runs fast:
+
+* stride 1 (`conv2d_s1`): XLA's own convolution and its own VJP. (A custom VJP computing the
+  kernel gradient as one matmul per kernel tap was measured 2x slower than XLA's on the model's
+  3x3 convolutions, and 10-70x slower for 1-3 output channels, so it is not used.)
+* stride 2 with an even kernel: space-to-depth. A k x k stride-2 convolution equals a
+  (k/2) x (k/2) stride-1 convolution over the 2x2-blocked input (4C channels) with the kernel
+  rearranged the same way.
+* transposed, stride 2 (sub-pixel): output pixel `2i + r` only meets the kernel taps of parity
+  `r`, so each of the 4 output phases is a stride-1 convolution of the (undilated) input with a
+  quarter of the kernel; the phases are interleaved (depth-to-space). No multiplication by the
+  zeros of the dilated input is done.
+
+`conv_general_dilated` is a drop-in for `lax.conv_general_dilated` (flax's `nn.Conv` takes it as
+its `conv_general_dilated` field) and falls back to XLA for anything else; `ConvTranspose` is
+`nn.ConvTranspose` (same parameter names, shapes and initialisers) with the sub-pixel path.
+
+The implementation is chosen by `conv_impl`: "fast", "xla", or "auto" (the default: "fast" on
+CPU, "xla" on GPU/TPU where XLA's own gradients are fast). The environment variable
+`FACEGEN_CONV_IMPL=fast|xla` overrides "auto".
+"""
+
+import functools
+import os
+from typing import Any, Callable, Optional, Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+CONV_IMPLS = ("auto", "fast", "xla")
+_DN = ("NHWC", "HWIO", "NHWC")
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+def resolve_impl(impl: str) -> str:
+  """"fast" or "xla" for a `conv_impl` setting (see module docstring)."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+  if impl == "auto":
+    env = os.environ.get("FACEGEN_CONV_IMPL", "")
+    if env:
+      if env not in ("fast", "xla"):
+        raise ValueError(f"FACEGEN_CONV_IMPL must be 'fast' or 'xla', got {env!r}")
+      return env
+    return "fast" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def _xla_conv(x, w, pads: Pads):
+  return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_DN)
+
+
+def conv2d_s1(x: jnp.ndarray, w: jnp.ndarray, pads: Pads) -> jnp.ndarray:
+  """Stride-1 convolution `[N, H, W, C] x [kh, kw, C, O] -> [N, H', W', O]` with explicit
+  padding `((top, bottom), (left, right))` (negative = crop). XLA's own: forward, input and
+  kernel gradients of stride-1 convolutions all run near the matmul peak on XLA:CPU."""
+  return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_DN)
+
+
+def _explicit_pads(in_hw, kernel_hw, strides, padding) -> Pads:
+  if isinstance(padding, str):
+    return tuple(lax.padtype_to_pads(in_hw, kernel_hw, strides, padding))
+  return tuple(tuple(p) for p in padding)
+
+
+def conv2d_s2(x: jnp.ndarray, w: jnp.ndarray, pads: Pads) -> jnp.ndarray:
+  """Stride-2 convolution with an even kernel, as a stride-1 conv over the space-to-depth input."""
+  n, h, wd, c = x.shape
+  kh, kw, _, o = w.shape
+  out_h = (h + pads[0][0] + pads[0][1] - kh) // 2 + 1
+  out_w = (wd + pads[1][0] + pads[1][1] - kw) // 2 + 1
+  # Pad (or crop) so the padded input holds exactly the windows read: 2 * (out - 1) + k, even.
+  need_h, need_w = 2 * (out_h - 1) + kh, 2 * (out_w - 1) + kw
+  xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (pads[0][0], need_h - h - pads[0][0], 0),
+                                          (pads[1][0], need_w - wd - pads[1][0], 0), (0, 0, 0)))
+  xs = xp.reshape(n, need_h // 2, 2, need_w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  xs = xs.reshape(n, need_h // 2, need_w // 2, 4 * c)
+  ws = w.reshape(kh // 2, 2, kw // 2, 2, c, o).transpose(0, 2, 1, 3, 4, 5).reshape(kh // 2, kw // 2, 4 * c, o)
+  return conv2d_s1(xs, ws, ((0, 0), (0, 0)))
+
+
+def conv_transpose2d_s2(x: jnp.ndarray, w: jnp.ndarray, pads: Pads) -> jnp.ndarray:
+  """`lax.conv_general_dilated(x, w, (1, 1), pads, lhs_dilation=(2, 2))` (a stride-2 transposed
+  convolution, kernel not flipped) as 4 sub-pixel stride-1 convolutions, interleaved."""
+  n, h, wd, _ = x.shape
+  kh, kw, _, o = w.shape
+  out_h = 2 * h - 1 + pads[0][0] + pads[0][1] - kh + 1
+  out_w = 2 * wd - 1 + pads[1][0] + pads[1][1] - kw + 1
+  if out_h % 2 or out_w % 2:
+    raise ValueError(f"sub-pixel transposed conv needs an even output size, got {out_h}x{out_w}")
+
+  def phase_taps(r, pad_lo, k, size, out_size):
+    # Output 2i + r reads dilated-padded position 2i + r + t; input index (2i + r + t - pad_lo) / 2.
+    t0 = (pad_lo - r) % 2
+    d0 = (r + t0 - pad_lo) // 2  # input offset of tap t0 for i = 0
+    num = len(range(t0, k, 2))
+    m = out_size // 2
+    lo = -d0
+    hi = (m - 1 + d0 + num - 1) - (size - 1)  # last input index read minus last index held
+    return slice(t0, k, 2), (lo, hi)
+
+  rows = []
+  for r in range(2):
+    sl_h, pad_h = phase_taps(r, pads[0][0], kh, h, out_h)
+    cols = []
+    for c in range(2):
+      sl_w, pad_w = phase_taps(c, pads[1][0], kw, wd, out_w)
+      cols.append(conv2d_s1(x, w[sl_h, sl_w], (pad_h, pad_w)))
+    rows.append(jnp.stack(cols, axis=3))  # [N, h', w', 2, O]
+  y = jnp.stack(rows, axis=2)  # [N, h', 2, w', 2, O]
+  return y.reshape(n, out_h, out_w, o)
+
+
+def _is_nhwc(dimension_numbers, lhs_shape, rhs_shape) -> bool:
+  if dimension_numbers is None:
+    return False
+  want = lax.conv_dimension_numbers(lhs_shape, rhs_shape, _DN)
+  have = lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
+  return have == want
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
+                         preferred_element_type=None):
+  """`lax.conv_general_dilated` with the fast formulations for 2-D NHWC/HWIO convolutions of
+  stride 1, stride 2 (even kernel) and input dilation 2 (transposed); anything else goes to XLA."""
+  fallback = functools.partial(
+      lax.conv_general_dilated, lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+      batch_group_count=batch_group_count, precision=precision, preferred_element_type=preferred_element_type)
+  strides = tuple(window_strides)
+  lhs_dil = tuple(lhs_dilation or (1, 1))
+  if (lhs.ndim != 4 or feature_group_count != 1 or batch_group_count != 1 or tuple(rhs_dilation or (1, 1)) != (1, 1)
+      or preferred_element_type is not None or not _is_nhwc(dimension_numbers, lhs.shape, rhs.shape)):
+    return fallback()
+  kernel_hw = rhs.shape[:2]
+  if lhs_dil == (1, 1):
+    pads = _explicit_pads(lhs.shape[1:3], kernel_hw, strides, padding)
+    if strides == (1, 1):
+      return conv2d_s1(lhs, rhs, pads)
+    if strides == (2, 2) and kernel_hw[0] % 2 == 0 and kernel_hw[1] % 2 == 0:
+      return conv2d_s2(lhs, rhs, pads)
+  elif lhs_dil == (2, 2) and strides == (1, 1) and not isinstance(padding, str):
+    pads = _explicit_pads(lhs.shape[1:3], kernel_hw, strides, padding)
+    out_h = 2 * lhs.shape[1] - 1 + sum(pads[0]) - kernel_hw[0] + 1
+    out_w = 2 * lhs.shape[2] - 1 + sum(pads[1]) - kernel_hw[1] + 1
+    if out_h % 2 == 0 and out_w % 2 == 0:
+      return conv_transpose2d_s2(lhs, rhs, pads)
+  return fallback()
+
+
+def conv_fn(impl: str) -> Optional[Callable]:
+  """The `conv_general_dilated` field for `nn.Conv` under `impl` (None = flax's default, XLA)."""
+  return conv_general_dilated if resolve_impl(impl) == "fast" else None
+
+
+def conv_transpose_padding(k: int, s: int, padding: str) -> tuple[int, int]:
+  """The explicit padding `lax.conv_transpose` uses for 'SAME' / 'VALID' (kernel not flipped)."""
+  if padding == "SAME":
+    pad_len = k + s - 2
+    pad_a = k - 1 if s > k - 1 else -(-pad_len // 2)
+  elif padding == "VALID":
+    pad_len = k + s - 2 + max(k - s, 0)
+    pad_a = k - 1
+  else:
+    raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+  return pad_a, pad_len - pad_a
+
+
+class ConvTranspose(nn.Module):
+  """`nn.ConvTranspose` (same parameters, shapes, initialisers and results) with the sub-pixel
+  implementation of `conv_impl`. Input `[B, H, W, C]` -> `[B, s*H, s*W, features]` ('SAME').
+
+  Attributes:
+    features, kernel_size, strides, padding, use_bias, dtype, kernel_init, bias_init: as in
+      `nn.ConvTranspose` (`padding` 'SAME', 'VALID' or explicit pairs; kernel not transposed).
+    conv_impl: "auto", "fast" or "xla".
+  """
+
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int] = (1, 1)
+  padding: Union[str, Sequence[tuple[int, int]]] = "SAME"
+  use_bias: bool = True
+  dtype: Any = None
+  kernel_init: Callable = nn.linear.default_kernel_init
+  bias_init: Callable = nn.initializers.zeros_init()
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
+    kernel_size, strides = tuple(self.kernel_size), tuple(self.strides)
+    kernel = self.param("kernel", self.kernel_init, kernel_size + (inputs.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", self.bias_init, (self.features,), jnp.float32) if self.use_bias else None
+    inputs, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+    if isinstance(self.padding, str):
+      pads = tuple(conv_transpose_padding(k, s, self.padding) for k, s in zip(kernel_size, strides))
+    else:
+      pads = tuple(tuple(p) for p in self.padding)
+    if resolve_impl(self.conv_impl) == "fast":
+      y = conv_general_dilated(inputs, kernel, (1, 1), pads, lhs_dilation=strides, dimension_numbers=_DN)
+    else:
+      y = lax.conv_transpose(inputs, kernel, strides, pads, dimension_numbers=_DN)
+    if bias is not None:
+      y = y + bias.reshape((1, 1, 1, -1))
+    return y
