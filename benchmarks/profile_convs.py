@@ -42,8 +42,8 @@ def record_convs(config, batch: int) -> collections.Counter:
 
   def interceptor(next_fun, args, kwargs, context):
     mod = context.module
-    if context.method_name == "__call__" and isinstance(mod, (nn.Conv, nn.ConvTranspose)):
-      kind = "transpose" if isinstance(mod, nn.ConvTranspose) else "conv"
+    if context.method_name == "__call__" and isinstance(mod, (nn.Conv, nn.ConvTranspose, fast_conv.ConvTranspose)):
+      kind = "conv" if isinstance(mod, nn.Conv) else "transpose"
       pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
       strides = pair(mod.strides or 1)
       seen[Layer(kind, tuple(args[0].shape), mod.features, pair(mod.kernel_size), strides, mod.padding)] += 1
