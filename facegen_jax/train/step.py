@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from facegen_jax.losses import adversarial, pixel
+from facegen_jax.losses import adversarial, identity, perceptual, pixel
 from facegen_jax.models import factory
 from facegen_jax.nets.base import FrozenNet
 from facegen_jax.train.state import TrainState, make_optimizers
@@ -87,9 +87,6 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
     logits, feats = discriminator.apply(d_vars, x, train=train)
     return logits, feats, d_vars
 
-  def net_outputs(net, params, images, landmarks):
-    return net.apply(params, images, landmarks)
-
   def train_step(state: TrainState, batch: dict, frozen: dict):
     source, target = to_float_image(batch["source"]), to_float_image(batch["target"])
     drv_mask, tgt_mask = to_float_mask(batch["driving_mask"]), to_float_mask(batch["target_mask"])
@@ -129,9 +126,9 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
     src_lm, drv_lm, tgt_lm = batch["source_landmarks"], batch["driving_landmarks"], batch["target_landmarks"]
     ref_id = ref_pc = None
     if loss_nets.identity is not None:
-      ref_id = jax.lax.stop_gradient(net_outputs(loss_nets.identity, frozen["identity"], source, src_lm))
+      ref_id = jax.lax.stop_gradient(loss_nets.identity.apply(frozen["identity"], source, src_lm))
     if loss_nets.perceptual is not None:
-      ref_pc = jax.lax.stop_gradient(net_outputs(loss_nets.perceptual, frozen["perceptual"], target, tgt_lm))
+      ref_pc = jax.lax.stop_gradient(loss_nets.perceptual.apply(frozen["perceptual"], target, tgt_lm))
 
     def g_loss_fn(gen, rec):
       terms = {
@@ -139,11 +136,10 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
           "reconstruction": pixel.l1_per_sample(rec, source),
       }
       if loss_nets.identity is not None or loss_nets.perceptual is not None:
-        from facegen_jax.losses import identity, perceptual  # pylint: disable=import-outside-toplevel
         shared = loss_nets.identity is loss_nets.perceptual
-        gen_id = net_outputs(loss_nets.identity, frozen["identity"], gen, drv_lm) if loss_nets.identity else None
+        gen_id = loss_nets.identity.apply(frozen["identity"], gen, drv_lm) if loss_nets.identity else None
         gen_pc = gen_id if shared else (
-            net_outputs(loss_nets.perceptual, frozen["perceptual"], gen, drv_lm) if loss_nets.perceptual else None)
+            loss_nets.perceptual.apply(frozen["perceptual"], gen, drv_lm) if loss_nets.perceptual else None)
         if gen_id is not None:
           terms["identity"] = identity.identity_loss(ref_id["embedding"], gen_id["embedding"])
         if gen_pc is not None:
