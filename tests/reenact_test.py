@@ -71,12 +71,19 @@ def test_photo_to_video_keeps_frames_fps_audio(reenactor, shared_faces, tmp_path
   clip = str(shared_faces / DRIVING_CLIP)
   out = str(tmp_path / "out.mp4")
   src = load_image(str(shared_faces / SOURCE))
-  report = reenactor.reenact_video(src, clip, out, progress=False)
+  grid = tmp_path / "figure" / "grid.png"
+  report = reenactor.reenact_video(src, clip, out, progress=False, grid_path=str(grid), grid_frames=4)
   info, written = video_io.probe(clip), video_io.probe(out)
   assert report.frames == info.num_frames == written.num_frames == 216
   assert written.fps == info.fps == fractions.Fraction(30)
   assert written.has_audio and info.has_audio
   assert (written.width, written.height) == (450, 450)
+  # The picture: the source crop, then 4 driving crops over their 4 outputs (64 px model, 4 px gaps).
+  assert report.grid == str(grid)
+  picture = np.asarray(Image.open(grid))
+  assert picture.shape == (14 + 2 * 64 + 4, 5 * 68 - 4, 3)
+  outputs = picture[14 + 68:, 68:]
+  assert outputs.std() > 1  # faces were drawn, not a blank canvas
   with pytest.raises(FileExistsError, match="overwrite"):
     reenactor.reenact_video(src, clip, out, progress=False)
 
@@ -129,3 +136,20 @@ def test_evaluate_model_beside_baselines(checkpoint, shared_faces, tmp_path):
   for method in report["methods"]:
     assert report["summary"][method]["frames"] == 4 and np.isfinite(report["summary"][method]["l1"])
   assert sorted(os.listdir(tmp_path / "report")) == ["grid.png", "metrics.json", "metrics.md", "per_video.csv"]
+
+
+def test_export_round_trip(checkpoint, tmp_path):
+  from facegen_jax.inference.generator_model import GeneratorModel  # pylint: disable=import-outside-toplevel
+  model = GeneratorModel.load(checkpoint)
+  path = model.export(str(tmp_path / "export"))
+  assert sorted(os.listdir(tmp_path / "export")) == ["config.json", "export.json", "generator.msgpack"]
+  loaded = GeneratorModel.load(str(tmp_path / "export"))
+  assert loaded.info == model.info == {"step": 6, "weights": "ema"}
+  rng = np.random.RandomState(0)
+  sources = rng.randint(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+  masks = rng.randint(0, 256, (2, 64, 64, model.mask_channels)).astype(np.uint8)
+  np.testing.assert_array_equal(loaded(sources, masks), model(sources, masks))
+  with open(path, "r+b") as f:  # a damaged export names itself
+    f.truncate(100)
+  with pytest.raises(ValueError, match="generator.msgpack"):
+    GeneratorModel.load(str(tmp_path / "export"))

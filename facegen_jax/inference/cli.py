@@ -27,6 +27,8 @@ flags.DEFINE_integer("max_frames", None, "Only the first N driving frames.")
 flags.DEFINE_integer("detect_every", 5, "Video: run the face detector every N frames, track in between.")
 flags.DEFINE_bool("smoothing", True, "Video: temporal smoothing of the driving landmarks.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing output.")
+flags.DEFINE_string("grid", None, "Video: also write a PNG of the source, a few driving frames and their outputs.")
+flags.DEFINE_integer("grid_frames", 5, "Video: how many driving frames --grid shows.")
 flags.mark_flags_as_required(["checkpoint", "source", "driving", "output"])
 FLAGS = flags.FLAGS
 
@@ -51,6 +53,8 @@ def main(argv):
   if driving_kind != output_kind:
     raise app.UsageError(f"a driving {driving_kind} makes an output {driving_kind}: give --output a "
                          f"{'video' if driving_kind == 'video' else 'image'} extension")
+  if FLAGS.grid and driving_kind != "video":
+    raise app.UsageError("--grid draws driving frames over their outputs: it needs a driving video")
   if os.path.exists(FLAGS.output) and not FLAGS.overwrite:
     raise app.UsageError(f"{FLAGS.output} exists; add --overwrite to replace it")
   source_image = load_image(FLAGS.source)
@@ -63,6 +67,7 @@ def main(argv):
     out = reenactor.reenact_image(source_image, driving_image, blend=FLAGS.blend, paste_back=FLAGS.paste_back)
     if FLAGS.side_by_side:
       out = side_by_side_frame([source_image, driving_image, out])
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     tmp = FLAGS.output + ".partial" + os.path.splitext(FLAGS.output)[1]
     Image.fromarray(out).save(tmp)
     os.replace(tmp, FLAGS.output)
@@ -71,10 +76,11 @@ def main(argv):
   report = reenactor.reenact_video(
       source_image, FLAGS.driving, FLAGS.output, motion=FLAGS.motion, blend=FLAGS.blend,
       paste_back=FLAGS.paste_back, side_by_side=FLAGS.side_by_side, detect_every=FLAGS.detect_every,
-      smoothing=FLAGS.smoothing, max_frames=FLAGS.max_frames, overwrite=FLAGS.overwrite)
+      smoothing=FLAGS.smoothing, max_frames=FLAGS.max_frames, overwrite=FLAGS.overwrite, grid_path=FLAGS.grid,
+      grid_frames=FLAGS.grid_frames)
   print(f"wrote {report.output}: {report.frames} frames at {report.fps:g} fps, audio "
         f"{'kept' if report.has_audio else 'none in the driving clip'}, {report.frames_without_face} frames "
-        "without a face reused the last good landmarks")
+        "without a face reused the last good landmarks" + (f"; picture: {report.grid}" if report.grid else ""))
 
 
 def run():

@@ -48,6 +48,7 @@ class VideoReport:
   fps: float
   frames_without_face: int
   has_audio: bool
+  grid: Optional[str] = None
 
 
 def _largest_face_landmarks(detector, image: np.ndarray, what: str) -> np.ndarray:
@@ -185,10 +186,12 @@ class Reenactor:
   def reenact_video(self, source_image: np.ndarray, driving_path: str, output_path: str, *,
                     motion: str = "relative", blend: bool = False, paste_back: bool = True,
                     side_by_side: bool = False, detect_every: int = 5, smoothing: bool = True,
-                    max_frames: Optional[int] = None, overwrite: bool = False, progress: bool = True) -> VideoReport:
+                    max_frames: Optional[int] = None, overwrite: bool = False, progress: bool = True,
+                    grid_path: Optional[str] = None, grid_frames: int = 5) -> VideoReport:
     """Reenacts `source_image` with every frame of the driving video; the output keeps the
     driving clip's frame rate and audio. Frames without a face reuse the last good landmarks
-    (counted in the report); a clip with no face at all raises NoFaceError."""
+    (counted in the report); a clip with no face at all raises NoFaceError. `grid_path` also
+    writes a PNG of `grid_frames` evenly spaced frames (figure.reenactment_grid)."""
     from facegen_jax.inference import video_io  # pylint: disable=import-outside-toplevel
     from facegen_jax.landmarks.video import track_video  # pylint: disable=import-outside-toplevel
     if os.path.exists(output_path) and not overwrite:
@@ -209,7 +212,25 @@ class Reenactor:
       frames = (side_by_side_frame([source.image, d, o])
                 for d, o in zip(video_io.read_frames(driving_path, max_frames), frames))
     count = video_io.write_video(output_path, frames, info.fps, audio_from=driving_path)
-    return VideoReport(output_path, count, float(info.fps), missing, info.has_audio)
+    if grid_path:
+      self.write_grid(grid_path, source, driving_path, track, landmarks, motion=motion, blend=blend,
+                      num_frames=grid_frames)
+    return VideoReport(output_path, count, float(info.fps), missing, info.has_audio, grid_path)
+
+  def write_grid(self, path: str, source: SourceFace, driving_path: str, track, landmarks: np.ndarray, *,
+                 motion: str = "relative", blend: bool = False, num_frames: int = 5) -> str:
+    """PNG: the source crop, then `num_frames` evenly spaced driving-frame crops (one still box
+    for the clip) over the generated faces for them."""
+    from facegen_jax.inference import figure, video_io  # pylint: disable=import-outside-toplevel
+    idx = figure.sample_indices(len(landmarks), num_frames)
+    lms = self.transfer_motion(source, landmarks, track.found, motion)[idx]
+    faces = self.generate(np.repeat(source.crop[None], len(idx), 0), lms)
+    faces = [self._finish(source, f, lm, blend, paste_back=False) for f, lm in zip(faces, lms)]
+    box = crop_lib.video_crop_box(track.landmarks, track.found, expand=self.crop_scale)
+    wanted = set(int(i) for i in idx)
+    driving = [crop_lib.crop_and_resize(frame, box, self.resolution)[0]
+               for i, frame in enumerate(video_io.read_frames(driving_path, int(idx[-1]) + 1)) if i in wanted]
+    return figure.save_png(figure.reenactment_grid(source.crop, driving, faces, self.resolution), path)
 
 
 def fill_missing(landmarks: np.ndarray, found: np.ndarray) -> np.ndarray:

@@ -81,6 +81,7 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: fractions.Fraction
   first = next(frames, None)
   if first is None:
     raise ValueError(f"no frames to write to {path}")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.partial{os.path.splitext(path)[1]}"
   out = av.open(tmp, mode="w")
   src = av.open(audio_from) if audio_from is not None else None
