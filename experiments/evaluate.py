@@ -17,6 +17,8 @@ L1/SSIM adds nothing to classical warping. FID and LPIPS read "not computed" unl
 facegen_jax/evaluation/exported_nets.py). Expect ~0.3 s per frame per method on one CPU core.
 """
 
+import sys
+
 from absl import app, flags
 
 flags.DEFINE_string("checkpoint", None, "Training workdir or export directory (needed for --method=model).")
@@ -33,6 +35,8 @@ flags.DEFINE_integer("seed", 0, "cross without --pairs: seed of the random pairs
 flags.DEFINE_enum("motion", "absolute", ["absolute", "relative"], "cross: landmarks the output must take.")
 flags.DEFINE_string("fid_weights", None, "jax.export file of an Inception feature function (enables FID).")
 flags.DEFINE_string("lpips_weights", None, "jax.export file of an LPIPS function (enables LPIPS).")
+flags.DEFINE_string("readme", None, "Also write the table into this Markdown file, between the markers "
+                    "<!-- evaluate.py table: begin ... --> and <!-- evaluate.py table: end -->.")
 flags.mark_flags_as_required(["videos", "output"])
 FLAGS = flags.FLAGS
 
@@ -46,7 +50,12 @@ def main(argv):
       num_pairs=FLAGS.num_pairs, seed=FLAGS.seed, motion=FLAGS.motion, fid_weights=FLAGS.fid_weights,
       lpips_weights=FLAGS.lpips_weights)
   with open(paths["metrics.md"]) as f:
-    print(f.read())
+    markdown = f.read()
+  print(markdown)
+  if FLAGS.readme:
+    from facegen_jax.evaluation import report  # pylint: disable=import-outside-toplevel
+    command = " ".join(["python experiments/evaluate.py", *sys.argv[1:]])
+    print(f"updated {report.update_readme(FLAGS.readme, report.readme_block(markdown, command))}")
   print("wrote " + ", ".join(paths.values()))
 
 

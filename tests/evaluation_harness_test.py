@@ -14,6 +14,7 @@ from jax import export
 from PIL import Image
 
 from facegen_jax.evaluation import exported_nets, face_analysis, harness, protocols
+from facegen_jax.evaluation import report as report_lib
 from tests.conftest import REPO_ROOT
 
 CLIPS = ("lp_d12_man__liveportrait__d12.mp4", "vr4_woman_bluebg__video_retalking__4.mp4")
@@ -34,10 +35,12 @@ def feature_nets():
 
 def test_evaluate_cli_writes_the_four_outputs(videos, tmp_path):
   out = tmp_path / "report"
+  readme = tmp_path / "README.md"
+  readme.write_text(f"# Title\n\n{report_lib.README_BEGIN}\nold table\n{report_lib.README_END}\n\nAfter.\n")
   env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
   proc = subprocess.run(
       [sys.executable, str(REPO_ROOT / "experiments" / "evaluate.py"), f"--videos={videos}", f"--output={out}",
-       "--method=copy-source,landmark-warp", "--max_frames=4"],
+       "--method=copy-source,landmark-warp", "--max_frames=4", f"--readme={readme}"],
       capture_output=True, text=True, env=env, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert sorted(os.listdir(out)) == ["grid.png", "metrics.json", "metrics.md", "per_video.csv"]
@@ -64,6 +67,26 @@ def test_evaluate_cli_writes_the_four_outputs(videos, tmp_path):
   grid = Image.open(out / "grid.png")
   assert grid.size == (4 * 256, 20 + 2 * 256)  # source | driving | 2 methods; one row per clip
   assert "wrote" in proc.stdout and "self-reenactment" in proc.stderr  # the progress bar
+
+  # --readme: the same table replaced the old block; the text around it is kept.
+  text = readme.read_text()
+  assert text.startswith("# Title\n\n") and text.endswith(f"{report_lib.README_END}\n\nAfter.\n")
+  assert "old table" not in text and "| copy-source | 6 |" in text and "python experiments/evaluate.py" in text
+  assert "- videos:" not in text  # metrics.md's absolute path stays out of a README
+
+
+def test_readme_without_markers_is_left_alone(tmp_path):
+  readme = tmp_path / "README.md"
+  readme.write_text("no markers here\n")
+  with pytest.raises(ValueError, match="markers"):
+    report_lib.update_readme(str(readme), "table")
+  assert readme.read_text() == "no markers here\n"
+
+
+def test_a_single_video_file_is_accepted(videos):
+  from facegen_jax.evaluation import clips  # pylint: disable=import-outside-toplevel
+  one = str(videos / CLIPS[0])
+  assert clips.list_videos(one) == [one]
 
 
 def _export(fn, *shapes) -> bytes:
@@ -123,7 +146,7 @@ def test_bad_inputs_fail_clearly(videos, feature_nets, tmp_path):
   empty.mkdir()
   with pytest.raises(ValueError, match="no videos"):
     harness.evaluate(str(empty), str(tmp_path / "o1"), methods=["copy-source"], feature_nets=feature_nets)
-  with pytest.raises(FileNotFoundError, match="not a directory"):
+  with pytest.raises(FileNotFoundError, match="neither a folder of test clips nor a video"):
     harness.evaluate(str(tmp_path / "missing"), str(tmp_path / "o1"), methods=["copy-source"])
   broken = tmp_path / "broken"
   broken.mkdir()

@@ -28,9 +28,12 @@ class Clip:
 
 
 def list_videos(folder: str) -> List[str]:
-  """The video files of `folder`, sorted; raises if there is none."""
+  """The video files of `folder` (sorted), or `folder` itself if it is one video; raises if there is none."""
+  if os.path.isfile(folder) and folder.lower().endswith(VIDEO_EXTENSIONS):
+    return [folder]
   if not os.path.isdir(folder):
-    raise FileNotFoundError(f"--videos={folder} is not a directory: pass a folder of test clips")
+    raise FileNotFoundError(f"--videos={folder} is neither a folder of test clips nor a video file "
+                            f"({', '.join(VIDEO_EXTENSIONS)})")
   videos = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(VIDEO_EXTENSIONS))
   if not videos:
     raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {folder}: pass a folder holding the test clips")

@@ -64,6 +64,35 @@ def to_markdown(results: Results, info: Dict[str, object]) -> str:
   return "\n".join(lines) + "\n"
 
 
+README_BEGIN = "<!-- evaluate.py table: begin (generated, do not edit) -->"
+README_END = "<!-- evaluate.py table: end -->"
+
+
+def readme_block(markdown: str, command: str) -> str:
+  """metrics.md as a README section body: the table and its notes under the command that made it
+  (the H1 title becomes a bold line; machine-specific paths are dropped)."""
+  lines = markdown.rstrip("\n").split("\n")
+  title = lines[0].lstrip("# ").strip()
+  body = [ln for ln in lines[1:] if not ln.startswith("- videos:")]
+  return "\n".join([f"**{title}**, written by `{command}`:", *body])
+
+
+def update_readme(path: str, block: str) -> str:
+  """Replaces the text between README_BEGIN and README_END in `path` with `block` (atomically)."""
+  with open(path) as f:
+    text = f.read()
+  start, end = text.find(README_BEGIN), text.find(README_END)
+  if start < 0 or end < start:
+    raise ValueError(f"{path} has no '{README_BEGIN}' ... '{README_END}' markers: add them where the "
+                     "evaluation table belongs")
+  new = text[:start + len(README_BEGIN)] + "\n" + block.rstrip("\n") + "\n" + text[end:]
+  tmp = path + ".partial"
+  with open(tmp, "w") as f:
+    f.write(new)
+  os.replace(tmp, path)
+  return path
+
+
 def write_csv(results: Results, path: str):
   cols = ["video", "method", "frames"] + [c for c in _columns(results) if c != "fid"]
   with open(path, "w", newline="") as f:
