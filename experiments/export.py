@@ -15,8 +15,9 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from facegen_jax.inference.generator_model import GeneratorModel  # pylint: disable=import-outside-toplevel
-  path = GeneratorModel.load(FLAGS.workdir, use_ema=FLAGS.ema).export(FLAGS.output)
-  print(f"wrote {path}")
+  model = GeneratorModel.load(FLAGS.workdir, use_ema=FLAGS.ema)
+  path = model.export(FLAGS.output)
+  print(f"wrote {path} ({model.info})")
 
 
 if __name__ == "__main__":

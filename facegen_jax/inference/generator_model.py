@@ -10,6 +10,7 @@ Two on-disk forms:
 import functools
 import json
 import os
+from typing import Optional
 
 import flax.serialization
 import jax
@@ -20,6 +21,7 @@ import numpy as np
 from facegen_jax.models import factory
 
 EXPORT_FILE = "generator.msgpack"
+EXPORT_INFO = "export.json"  # where the weights came from: training step, EMA or raw
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -36,7 +38,7 @@ def load_config(path: str) -> ml_collections.ConfigDict:
       raise ValueError(f"{config_path} is not valid JSON ({e}); restore it from the training run") from e
 
 
-def _restore_from_workdir(path: str, config: ml_collections.ConfigDict, use_ema: bool) -> dict:
+def _restore_from_workdir(path: str, config: ml_collections.ConfigDict, use_ema: bool) -> tuple:
   from facegen_jax.train import checkpointing  # pylint: disable=import-outside-toplevel
   from facegen_jax.train.state import create_train_state  # pylint: disable=import-outside-toplevel
   manager = checkpointing.make_manager(path, keep=1_000_000)
@@ -48,8 +50,9 @@ def _restore_from_workdir(path: str, config: ml_collections.ConfigDict, use_ema:
     state, _ = checkpointing.restore_latest(manager, like)
   finally:
     manager.close()
-  return {"params": state.ema_params if use_ema else state.g_vars["params"],
-          "batch_stats": state.g_vars["batch_stats"]}
+  variables = {"params": state.ema_params if use_ema else state.g_vars["params"],
+               "batch_stats": state.g_vars["batch_stats"]}
+  return variables, {"step": int(state.step), "weights": "ema" if use_ema else "raw"}
 
 
 class GeneratorModel:
@@ -58,10 +61,11 @@ class GeneratorModel:
   Attributes:
     config: the training config.
     variables: {"params", "batch_stats"} of the generator.
+    info: where the weights came from ({"step", "weights": "ema"|"raw"}), empty if unknown.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, variables: dict):
-    self.config, self.variables = config, variables
+  def __init__(self, config: ml_collections.ConfigDict, variables: dict, info: Optional[dict] = None):
+    self.config, self.variables, self.info = config, variables, dict(info or {})
     self.generator = factory.build_generator(config)
     self.resolution = int(config.resolution)
     self.mask_per_part = bool(config.mask_per_part)
@@ -82,9 +86,14 @@ class GeneratorModel:
         except Exception as e:  # pylint: disable=broad-except
           raise ValueError(f"{export} does not match {path}/config.json or is damaged: {e}") from e
       variables = jax.tree.map(jnp.asarray, variables)
+      info_path = os.path.join(path, EXPORT_INFO)
+      info = {}
+      if os.path.exists(info_path):
+        with open(info_path) as f:
+          info = json.load(f)
     else:
-      variables = _restore_from_workdir(path, config, use_ema)
-    return cls(config, variables)
+      variables, info = _restore_from_workdir(path, config, use_ema)
+    return cls(config, variables, info)
 
   @staticmethod
   def _init_variables(config):
@@ -93,10 +102,13 @@ class GeneratorModel:
     return {"params": g_vars["params"], "batch_stats": g_vars["batch_stats"]}
 
   def export(self, path: str) -> str:
-    """Writes config.json + generator.msgpack into `path`; returns the weights file."""
+    """Writes config.json + generator.msgpack (+ export.json: step, EMA or raw) into `path`;
+    returns the weights file."""
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "config.json"), "w") as f:
       f.write(self.config.to_json_best_effort(indent=2))
+    with open(os.path.join(path, EXPORT_INFO), "w") as f:
+      json.dump(self.info, f, indent=2)
     out = os.path.join(path, EXPORT_FILE)
     tmp = out + ".tmp"
     with open(tmp, "wb") as f:
