@@ -41,6 +41,9 @@ flags.DEFINE_float("crop_scale", _DEFAULTS.crop_scale, "Crop side / face size.")
 flags.DEFINE_string("detector", _DEFAULTS.detector, "Landmark backend: dlib | face_alignment.")
 flags.DEFINE_integer("detect_every", _DEFAULTS.detect_every, "In clips, detect every N frames, track between.")
 flags.DEFINE_bool("smoothing", _DEFAULTS.smoothing, "Smooth clip landmarks over time.")
+flags.DEFINE_enum("image_format", _DEFAULTS.image_format, ["png", "jpeg"],
+                  "Face crops as PNG (lossless) or JPEG (about 3x faster to decode in training).")
+flags.DEFINE_integer("jpeg_quality", _DEFAULTS.jpeg_quality, "JPEG quality (with --image_format=jpeg).")
 flags.DEFINE_float("test_fraction", 0.1, "Fraction of identities in the test split.")
 flags.DEFINE_list("test_identities", [], "Exactly these identities form the test split (overrides the fraction).")
 flags.DEFINE_integer("workers", 0, "Worker processes (0: one per CPU core).")
@@ -54,7 +57,8 @@ def main(argv):
   options = prepare.PrepareOptions(
       resolution=FLAGS.resolution, frame_step=FLAGS.frame_step, max_frames=FLAGS.max_frames,
       min_face_size=FLAGS.min_face_size, crop_scale=FLAGS.crop_scale, detector=FLAGS.detector,
-      detect_every=FLAGS.detect_every, smoothing=FLAGS.smoothing)
+      detect_every=FLAGS.detect_every, smoothing=FLAGS.smoothing, image_format=FLAGS.image_format,
+      jpeg_quality=FLAGS.jpeg_quality)
   summary = prepare.prepare_dataset(
       FLAGS.input, FLAGS.output, options, test_fraction=FLAGS.test_fraction, test_identities=FLAGS.test_identities,
       workers=FLAGS.workers, retry_skipped=FLAGS.retry_skipped, beam=FLAGS.beam,

@@ -173,3 +173,21 @@ def test_prepare_data_cli_with_beam(prepared, tmp_path):
   for a, b in zip(beam_train, local_train):
     np.testing.assert_array_equal(a["image"], b["image"])
     np.testing.assert_array_equal(a["landmarks"], b["landmarks"])
+
+
+def test_jpeg_crops_decode_close_to_the_png_ones(prepared, tmp_path):
+  src, out, _ = prepared
+  jpeg_options = prepare.PrepareOptions(**{**OPTIONS.__dict__, "image_format": "jpeg"})
+  assert prepare.cache_dir(out, jpeg_options) != prepare.cache_dir(out, OPTIONS)
+  prepare.prepare_dataset(src, tmp_path, jpeg_options, test_identities=[TEST_PERSON], workers=1, progress=False)
+  png_records, _ = _records(out, "train")
+  jpeg_records, table = _records(tmp_path, "train")
+  assert table.video_ids == ("lp_d18_d19_man__liveportrait__d18", "lp_d18_d19_man__liveportrait__d19")
+  raw, _, _ = reading.open_split(reading.find_builder_dir(tmp_path, R), "train")
+  assert bytes(raw[0]["image"][:3]) == b"\xff\xd8\xff"  # JPEG bytes in the shards
+  for a, b in zip(png_records, jpeg_records):
+    np.testing.assert_array_equal(a["mask"], b["mask"])  # masks stay exact PNG
+    np.testing.assert_array_equal(a["landmarks"], b["landmarks"])
+    assert np.abs(a["image"].astype(int) - b["image"]).mean() < 2.0  # quality 95, 4:4:4
+  with pytest.raises(ValueError, match="image_format must be one of"):
+    prepare.PrepareOptions(image_format="webp")

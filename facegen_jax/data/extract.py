@@ -35,10 +35,11 @@ def _face_size(landmarks: np.ndarray) -> float:
       np.median(np.max(pts.max(-2) - pts.min(-2), axis=-1)))
 
 
-def _encode(crops, crop_landmarks, resolution: int) -> dict:
+def _encode(crops, crop_landmarks, resolution: int, options) -> dict:
+  """Face crops as options.image_format; masks always PNG (exact, and they compress to little)."""
   images, masks, part_masks = [], [], []
   for img, lm in zip(crops, crop_landmarks):
-    images.append(frames_lib.encode_png(img))
+    images.append(frames_lib.encode_image(img, options.image_format, options.jpeg_quality))
     masks.append(frames_lib.encode_png(masks_lib.render_mask(lm, resolution)))
     part_masks.append(frames_lib.encode_png(frames_lib.tile_parts(masks_lib.render_mask(lm, resolution, per_part=True))))
   return {"images": images, "masks": masks, "part_masks": part_masks}
@@ -100,4 +101,4 @@ def prepare_file(inp, options):
   return frames_lib.PreparedFile(source=inp.rel, identity=inp.identity, video_id=inp.video_id, is_video=inp.is_video,
                                  frame_indices=np.asarray(frame_numbers, np.int32),
                                  landmarks=np.stack(crop_lms).astype(np.float32), notes=notes,
-                                 **_encode(crops, crop_lms, r))
+                                 **_encode(crops, crop_lms, r, options))

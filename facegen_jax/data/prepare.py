@@ -80,6 +80,9 @@ class PrepareOptions:
     detector: landmark backend (`landmarks.detectors.BACKENDS`).
     detect_every: in clips, run the detector every N frames and track in between.
     smoothing: One-Euro smoothing of clip landmarks over time (`landmarks.smoothing`).
+    image_format: face crops stored as "png" (lossless, the default) or "jpeg" (`jpeg_quality`,
+      4:4:4; about 3x faster to decode, which is what bounds the training pipeline on few cores).
+      Masks are always PNG.
   """
   resolution: int = 256
   frame_step: int = 4
@@ -89,9 +92,20 @@ class PrepareOptions:
   detector: str = "dlib"
   detect_every: int = 10
   smoothing: bool = True
+  image_format: str = "png"
+  jpeg_quality: int = 95
+
+  def __post_init__(self):
+    if self.image_format not in frames_lib.IMAGE_FORMATS:
+      raise ValueError(f"image_format must be one of {frames_lib.IMAGE_FORMATS}, got {self.image_format!r}")
+    if not 1 <= self.jpeg_quality <= 100:
+      raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
 
   def fingerprint(self) -> str:
-    return json.dumps(dataclasses.asdict(self), sort_keys=True)
+    fields = dataclasses.asdict(self)
+    if self.image_format == "png":  # as before these options existed: PNG caches stay valid
+      del fields["image_format"], fields["jpeg_quality"]
+    return json.dumps(fields, sort_keys=True)
 
 
 def identity_of(rel: pathlib.PurePosixPath, input_name: str) -> str:
@@ -211,7 +225,8 @@ def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOpti
   # of the files happened to be skipped, nor on the build mode.
   splits = tfds_builder.split_identities([i.identity for i in inputs], test_fraction, test_identities)
   config = tfds_builder.FaceFramesConfig(resolution=options.resolution, test_fraction=test_fraction,
-                                         test_identities=[i for i, s in splits.items() if s == "test"])
+                                         test_identities=[i for i, s in splits.items() if s == "test"],
+                                         image_format=options.image_format)
   if beam:
     entries = [BeamFrameSource(inp, options, str(cache.root), keys[inp.rel]) for inp in inputs]
     builder_dir = _build(output, config, entries, beam=True, beam_options=beam_options, fingerprint=None)

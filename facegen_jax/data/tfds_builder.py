@@ -4,7 +4,7 @@ One example per kept video frame (or photo):
 
 | feature       | type                          | meaning                                         |
 |---------------|-------------------------------|-------------------------------------------------|
-| `image`       | PNG `[R, R, 3]` uint8         | the face crop                                   |
+| `image`       | PNG/JPEG `[R, R, 3]` uint8    | the face crop (PNG unless prepared as JPEG)     |
 | `mask`        | PNG `[R, R, 1]` uint8         | face mask of its landmarks, all parts           |
 | `part_masks`  | PNG `[R, R * P, 1]` uint8     | one mask per part (layout.PART_NAMES), tiled    |
 | `landmarks`   | `[68, 2]` float32             | (x, y) in crop pixels, iBUG order               |
@@ -69,7 +69,8 @@ class CachedFrames:
 class FaceFramesConfig(tfds.core.BuilderConfig):
   """Resolution R (the config name is `r{R}`) and the identity split."""
 
-  def __init__(self, *, resolution: int, test_fraction: float = 0.1, test_identities: Sequence[str] = (), **kwargs):
+  def __init__(self, *, resolution: int, test_fraction: float = 0.1, test_identities: Sequence[str] = (),
+               image_format: str = "png", **kwargs):
     kwargs.setdefault("name", f"r{resolution}")
     kwargs.setdefault("description", f"{resolution}x{resolution} face crops")
     super().__init__(**kwargs)
@@ -78,6 +79,7 @@ class FaceFramesConfig(tfds.core.BuilderConfig):
     self.resolution = int(resolution)
     self.test_fraction = float(test_fraction)
     self.test_identities = tuple(test_identities)
+    self.image_format = image_format
 
 
 def split_identities(identities, test_fraction: float, test_identities: Sequence[str] = ()) -> dict:
@@ -115,7 +117,7 @@ class FaceFrames(tfds.core.GeneratorBasedBuilder):
     p = len(layout.PART_NAMES)
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(r, r, 3), encoding_format="png"),
+            "image": tfds.features.Image(shape=(r, r, 3), encoding_format=self.builder_config.image_format),
             "mask": tfds.features.Image(shape=(r, r, 1), encoding_format="png"),
             "part_masks": tfds.features.Image(shape=(r, r * p, 1), encoding_format="png"),
             "landmarks": tfds.features.Tensor(shape=(layout.NUM_LANDMARKS, 2), dtype=np.float32),
