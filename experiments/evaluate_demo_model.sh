@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Evaluates a demo-sized model (default: the shipped weights/demo_128) on the bundled held-out clip
+# (lp_d12_man, never seen in training) beside the copy-source and landmark-warp baselines, writes the
+# table into README.md, and draws the README picture (docs/demo_grid.png).
+#   bash experiments/evaluate_demo_model.sh [MODEL_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+MODEL=${1:-weights/demo_128}
+$PY experiments/evaluate.py --checkpoint="$MODEL" --videos=sample_data/lp_d12_man__liveportrait__d12.mp4 \
+  --output=workdirs/demo_eval --resolution=128 --readme=README.md
+$PY experiments/reenact.py --checkpoint="$MODEL" --source=sample_data/jianzhu_guo__3ddfa_v2__JianzhuGuo.jpg \
+  --driving=sample_data/lp_d12_man__liveportrait__d12.mp4 --output=workdirs/demo_eval/out.mp4 --overwrite \
+  --grid=docs/demo_grid.png --grid_frames=6
