@@ -176,3 +176,45 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
   assert "SIGTERM: saving step" in rest
   steps = [int(s) for s in os.listdir(workdir / "checkpoints")]
   assert len(steps) == 1 and 3 <= steps[0] < 100000
+
+
+def test_step_rng_is_fold_in_of_the_checkpointed_key_and_the_step():
+  """Every step hands the networks `fold_in(state.rng, step)` keys: equal at equal steps (a resumed
+  run draws the same numbers), different from step to step, different for G and D."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  from facegen_jax.train.step import step_rngs  # pylint: disable=import-outside-toplevel
+
+  c = tiny_config()
+  train_step = make_train_step(c)
+  state = create_train_state(c)
+  batch = next(SyntheticFaces(64, 2, seed=3, num_identities=4))
+  frozen = LossNets().frozen_params()
+  names, keys = [], []
+
+  def record(next_fun, args, kwargs, context):
+    if context.method_name == "__call__" and not isinstance(context.module.parent, nn.Module):  # top-level G, D
+      names.append(type(context.module).__name__)
+      keys.append(jax.random.key_data(context.module.make_rng("dropout")))
+    return next_fun(*args, **kwargs)
+
+  @jax.jit
+  def step_keys(step):  # the keys the networks see inside the train step at `step`
+    names.clear()
+    keys.clear()
+    with nn.intercept_methods(record):
+      train_step(state.replace(step=step), batch, frozen)
+    return list(keys)
+
+  def keys_at(step):
+    out = step_keys(jax.numpy.asarray(step, state.step.dtype))
+    return {name: np.asarray(key) for name, key in zip(names, out)}
+
+  first, again, second = keys_at(0), keys_at(0), keys_at(1)
+  assert len(first) == 2, first.keys()  # generator and discriminator
+  for name in first:
+    np.testing.assert_array_equal(first[name], again[name])
+    assert not np.array_equal(first[name], second[name]), name
+  g_name, d_name = sorted(first, key=lambda n: "Discriminator" in n)
+  assert not np.array_equal(first[g_name], first[d_name])
+  g_rngs, _ = step_rngs(state.rng, 0)
+  assert not np.array_equal(np.asarray(jax.random.key_data(g_rngs["dropout"])), np.asarray(state.rng))

@@ -66,6 +66,18 @@ def to_float_mask(x: jnp.ndarray) -> jnp.ndarray:
   return x.astype(jnp.float32) / 255.0
 
 
+def step_rngs(rng: jnp.ndarray, step: jnp.ndarray) -> tuple[dict, dict]:
+  """The random keys of one step: `fold_in(rng, step)`, split into the generator's and the
+  discriminator's `{"dropout": key}` rng collections.
+
+  A pure function of the checkpointed key and the step, so a resumed run (or any replica of a
+  sharded one) draws the same numbers at the same step. The shipped models draw none (no dropout
+  or noise layers); a stochastic layer added to either network receives its key through these.
+  """
+  g_key, d_key = jax.random.split(jax.random.fold_in(rng, step))
+  return {"dropout": g_key}, {"dropout": d_key}
+
+
 def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = LossNets()):
   """Builds the pure train step for `config` (not yet jitted: see `sharding.jit_train_step`)."""
   check_loss_nets(config, loss_nets)
@@ -80,11 +92,11 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
   def d_input(image, mask):
     return jnp.concatenate([image, mask], axis=-1) if conditional else image
 
-  def run_d(d_vars, x, train):
+  def run_d(d_vars, x, train, rngs):
     if d_mutable:
-      (logits, feats), updates = discriminator.apply(d_vars, x, train=train, mutable=d_mutable)
+      (logits, feats), updates = discriminator.apply(d_vars, x, train=train, mutable=d_mutable, rngs=rngs)
       return logits, feats, {**d_vars, **updates}
-    logits, feats = discriminator.apply(d_vars, x, train=train)
+    logits, feats = discriminator.apply(d_vars, x, train=train, rngs=rngs)
     return logits, feats, d_vars
 
   def train_step(state: TrainState, batch: dict, frozen: dict):
@@ -92,11 +104,12 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
     drv_mask, tgt_mask = to_float_mask(batch["driving_mask"]), to_float_mask(batch["target_mask"])
     sample_w = weights[batch["sample_kind"]]  # [B, 5]
     metrics = {}
+    g_rngs, d_rngs = step_rngs(state.rng, state.step)
 
     # Generator forward, keeping its VJP.
     def g_forward(g_params):
       out, updates = generator.apply({**state.g_vars, "params": g_params}, source, drv_mask, train=True,
-                                     mutable=["batch_stats"])
+                                     mutable=["batch_stats"], rngs=g_rngs)
       return (out["generated"], out["reconstructed"]), updates["batch_stats"]
 
     (generated, reconstructed), g_vjp, g_batch_stats = jax.vjp(g_forward, state.g_vars["params"], has_aux=True)
@@ -106,7 +119,7 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
 
     def d_loss_fn(d_params):
       logits, _, new_d_vars = run_d({**state.d_vars, "params": d_params},
-                                    jnp.concatenate([real_in, fake_in], axis=0), train=True)
+                                    jnp.concatenate([real_in, fake_in], axis=0), train=True, rngs=d_rngs)
       n = real_in.shape[0]
       real_l, fake_l = [l[:n] for l in logits], [l[n:] for l in logits]
       loss = adversarial.discriminator_loss(real_l, fake_l, adv_kind).mean()
@@ -145,13 +158,14 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
         if gen_pc is not None:
           terms["perceptual"] = perceptual.perceptual_loss(ref_pc["features"], gen_pc["features"], perceptual_layers)
       if fm_weight > 0:
-        logits, feats, _ = run_d(d_vars, jnp.concatenate([real_in, d_input(gen, drv_mask)], axis=0), train=False)
+        logits, feats, _ = run_d(d_vars, jnp.concatenate([real_in, d_input(gen, drv_mask)], axis=0), train=False,
+                                 rngs=d_rngs)
         n = real_in.shape[0]
         fake_logits = [l[n:] for l in logits]
         terms["feature_matching"] = adversarial.feature_matching_loss(
             [[f[:n] for f in fs] for fs in feats], [[f[n:] for f in fs] for fs in feats])
       else:
-        fake_logits, _, _ = run_d(d_vars, d_input(gen, drv_mask), train=False)
+        fake_logits, _, _ = run_d(d_vars, d_input(gen, drv_mask), train=False, rngs=d_rngs)
       terms["adversarial"] = adversarial.generator_loss(fake_logits, adv_kind)
       per_sample = sum(sample_w[:, LOSS_TERMS.index(k)] * terms[k] for k in LOSS_TERMS if k in terms)
       if "feature_matching" in terms:
