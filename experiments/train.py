@@ -5,6 +5,9 @@ the same command again to resume. Override any config value with `--config.key=v
 unknown key is an error.
 """
 
+import re
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -13,6 +16,24 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_
 flags.DEFINE_string("workdir", None, "Directory holding everything of this run; reused to resume.")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host GPU/TPU jobs).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a one-line error (not a traceback) for a misspelt config key."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    text = str(e).replace("\\n", "\n").replace("\\'", "'")
+    key = re.search(r"'([^'\\]+)'", text)
+    key = key.group(1) if key else text
+    override = next((a for a in argv[1:] if a.startswith("--config.") and f".{key}" in a.split("=", 1)[0]),
+                    "a --config.* override")
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    hint = f' (did you mean "{hint.group(1)}"?)' if hint else ""
+    config_file = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), "the config file")
+    sys.stderr.write(f"error: unknown config key '{key}' in {override}{hint}. Valid keys are the fields of "
+                     f"{config_file} and facegen_jax/train/base_config.py; fix the spelling or drop the override.\n")
+    sys.exit(2)
 
 
 def main(argv):
@@ -27,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -69,7 +69,11 @@ for devices in (jax.devices(), jax.devices()[:1]):
   if len(devices) == 4:
     assert len(batch["source"].addressable_shards) == 4
     assert batch["source"].addressable_shards[0].data.shape[0] == 2
-  state, metrics, _ = step(state, batch, LossNets().frozen_params())
+  state, metrics, images = step(state, batch, LossNets().frozen_params())
+  # The rows this process fed, back in its order (what the image summaries pair with its batch).
+  local = sharding.process_local(images)
+  np.testing.assert_array_equal(local["generated"], np.asarray(images["generated"]))
+  assert local["generated"].shape[0] == 8
   results.append(jax.device_get((state, metrics)))
 (s4, m4), (s1, m1) = results
 for a, b in zip(jax.tree.leaves(s4), jax.tree.leaves(s1)):
@@ -154,8 +158,11 @@ def test_train_cli_end_to_end_and_resume(tmp_path):
 def test_train_cli_rejects_unknown_config_key(tmp_path):
   result = _train_cli(tmp_path / "wd", "--config.no_such_key=1")
   assert result.returncode != 0
-  assert "no_such_key" in result.stderr
+  assert "unknown config key 'no_such_key' in --config.no_such_key=1" in result.stderr, result.stderr
+  assert "Traceback" not in result.stderr, result.stderr
   assert not (tmp_path / "wd").exists()
+  result = _train_cli(tmp_path / "wd", "--config.model.base_featurez=8")  # a nested key names its neighbour
+  assert 'did you mean "base_features"' in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
@@ -218,3 +225,10 @@ def test_step_rng_is_fold_in_of_the_checkpointed_key_and_the_step():
   assert not np.array_equal(first[g_name], first[d_name])
   g_rngs, _ = step_rngs(state.rng, 0)
   assert not np.array_equal(np.asarray(jax.random.key_data(g_rngs["dropout"])), np.asarray(state.rng))
+
+
+def test_url_workdir_is_refused_not_written_locally(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(ValueError, match="gs://bucket/run: URLs are not supported"):
+    loop.train_and_evaluate(tiny_config(), "gs://bucket/run")
+  assert not (tmp_path / "gs:").exists()

@@ -102,6 +102,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns the metrics of the last step (floats).
   """
   summaries.quiet_library_logs()
+  for name, path in (("--workdir", workdir), ("config.data.data_dir", str(config.data.get("data_dir", "")))):
+    if "://" in path:
+      raise ValueError(f"{name}={path}: URLs are not supported (the run would write to a local folder named after "
+                       "it); mount the bucket (e.g. gcsfuse) or use a shared file system and pass its path")
   os.makedirs(workdir, exist_ok=True)
   write_config(config, workdir)
 
@@ -158,7 +162,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if step % config.log_every_steps == 0 or step == config.num_train_steps:
         summ.scalars(step, metrics)
       if config.image_every_steps and (step % config.image_every_steps == 0 or step == config.num_train_steps):
-        summ.images(step, summaries.image_grid(host_batch, jax.device_get(images)))
+        summ.images(step, summaries.image_grid(host_batch, sharding.process_local(images)))
       if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
         checkpointing.save(manager, state, data_state)
       if stop_requested.is_set():

@@ -40,6 +40,21 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
+def process_local(tree):
+  """Batch-sharded global arrays -> this process's rows as numpy, in the order of the batch this
+  process fed to `shard_batch` (its addressable shards, sorted by their offset in the global
+  batch). Unlike `jax.device_get`, this works when the array spans other hosts' devices."""
+
+  def local(x):
+    shards = {}
+    for shard in x.addressable_shards:
+      start = shard.index[0].start or 0
+      shards.setdefault(start, shard)  # a row block held by several local devices is taken once
+    return np.concatenate([np.asarray(shards[k].data) for k in sorted(shards)], axis=0)
+
+  return jax.tree.map(local, tree)
+
+
 def replicate(tree, mesh: Mesh):
   """Places a pytree (train state, frozen params) on every device."""
   return jax.device_put(tree, replicated(mesh))
