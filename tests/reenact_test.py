@@ -153,3 +153,30 @@ def test_export_round_trip(checkpoint, tmp_path):
     f.truncate(100)
   with pytest.raises(ValueError, match="generator.msgpack"):
     GeneratorModel.load(str(tmp_path / "export"))
+
+
+def _with_base_features(directory, features):
+  config_path = os.path.join(directory, "config.json")
+  with open(config_path) as f:
+    config = json.load(f)
+  config["model"]["base_features"] = features
+  with open(config_path, "w") as f:
+    json.dump(config, f)
+
+
+def test_weights_that_do_not_match_their_config_fail_clearly(checkpoint, tmp_path):
+  """An export or a workdir whose config.json describes another model size is refused with a message
+  naming the file, not loaded (msgpack takes any shape) to fail later inside the generator."""
+  from facegen_jax.inference.generator_model import GeneratorModel  # pylint: disable=import-outside-toplevel
+  model = GeneratorModel.load(checkpoint)
+  export = str(tmp_path / "export")
+  model.export(export)
+  _with_base_features(export, 2 * model.config.model.base_features)
+  with pytest.raises(ValueError, match=r"generator\.msgpack does not match the model of the config\.json"):
+    GeneratorModel.load(export)
+
+  workdir = str(tmp_path / "workdir")
+  shutil.copytree(checkpoint, workdir)
+  _with_base_features(workdir, 2 * model.config.model.base_features)
+  with pytest.raises(ValueError, match="does not match this config"):
+    GeneratorModel.load(workdir)

@@ -55,6 +55,20 @@ def _restore_from_workdir(path: str, config: ml_collections.ConfigDict, use_ema:
   return variables, {"step": int(state.step), "weights": "ema" if use_ema else "raw"}
 
 
+def _check_shapes(variables, like, where: str) -> None:
+  """flax's msgpack restore takes any array for a leaf: a shape or dtype that differs from the
+  config's model is caught here, not as an obscure error inside the first generator call."""
+  bad = []
+  for (key, got), want in zip(jax.tree_util.tree_leaves_with_path(variables), jax.tree.leaves(like)):
+    got_shape, got_dtype = tuple(getattr(got, "shape", ())), getattr(got, "dtype", None)
+    if got_shape != tuple(want.shape) or got_dtype != want.dtype:
+      bad.append(f"{jax.tree_util.keystr(key)}: {got_dtype}{list(got_shape)}, config wants {want.dtype}{list(want.shape)}")
+  if bad:
+    shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+    raise ValueError(f"{where} does not match the model of the config.json beside it ({shown}): was it exported "
+                     "from a run with another config? Export it again with export.py, or restore that config.json")
+
+
 class GeneratorModel:
   """`model(sources, masks) -> images`: the generator in inference mode, jitted.
 
@@ -85,6 +99,7 @@ class GeneratorModel:
           variables = flax.serialization.from_bytes(like, f.read())
         except Exception as e:  # pylint: disable=broad-except
           raise ValueError(f"{export} does not match {path}/config.json or is damaged: {e}") from e
+      _check_shapes(variables, like, export)
       variables = jax.tree.map(jnp.asarray, variables)
       info_path = os.path.join(path, EXPORT_INFO)
       info = {}
