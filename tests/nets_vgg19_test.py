@@ -72,15 +72,19 @@ def test_face_chip_option_runs_on_aligned_faces(weights_npz):
   assert out["features"][0].shape == (1, 32, 32, 64)
 
 
-def test_missing_or_wrong_weights_fail_clearly(tmp_path):
+def test_missing_or_wrong_weights_fail_clearly(tmp_path, monkeypatch):
   with pytest.raises(WeightsError, match="needs ImageNet weights: pass weights_path=.*convert_vgg19.py"):
     load_frozen_net("vgg19")
   with pytest.raises(WeightsError, match="not found at .*nope.npz.*convert_vgg19.py"):
     load_frozen_net("vgg19", weights_path=tmp_path / "nope.npz")
+  with pytest.raises(WeightsError, match="not found at .*nope.pth"):
+    load_frozen_net("vgg19", weights_path=tmp_path / "nope.pth")
   pth = tmp_path / "vgg19.pth"
   pth.write_bytes(b"PK")
-  with pytest.raises(WeightsError, match="vgg19.pth is a PyTorch file.*convert_vgg19.py"):
-    load_frozen_net("vgg19", weights_path=pth)
+  with monkeypatch.context() as m:
+    m.setitem(sys.modules, "torch", None)  # as on a machine without torch
+    with pytest.raises(WeightsError, match=r'vgg19.pth needs torch.*pip install -e ".\[bench\]".*convert_vgg19.py'):
+      load_frozen_net("vgg19", weights_path=pth)
   bad = tmp_path / "bad.npz"
   bad.write_bytes(b"not a zip")
   with pytest.raises(WeightsError, match="cannot read VGG19 weights .*bad.npz"):
@@ -110,6 +114,62 @@ def test_converter_keeps_the_trunk_and_needs_torch_only_to_read_pth(tmp_path, mo
   assert set(vgg19.read_weights(out)["params"]) == set(list(vgg19.torchvision_indices())[:13])
   with pytest.raises(WeightsError, match="lacks features.0.weight"):
     converter.convert({"classifier.0.weight": np.zeros((2, 2))})
+  (tmp_path / "in.pth").write_bytes(b"not read")
   monkeypatch.setitem(sys.modules, "torch", None)  # as on a machine without torch
-  with pytest.raises(SystemExit, match="needs torch: pip install torch"):
+  with pytest.raises(SystemExit, match="in.pth needs torch, which is not installed"):
     converter.main([str(tmp_path / "in.pth"), str(tmp_path / "out.npz")])
+  assert not (tmp_path / "out.npz").exists()
+
+
+def _save_torch(state, path):
+  torch = pytest.importorskip("torch")
+  torch.save({k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}, path)
+  return path
+
+
+def test_pth_loads_like_its_converted_npz(tmp_path):
+  torch = pytest.importorskip("torch")
+  pth = _save_torch(random_state_dict(seed=3), tmp_path / "vgg19-dcbb9e9d.pth")  # with the classifier, as shipped
+  npz = tmp_path / "converted" / "vgg19.npz"
+  _load_converter().main([str(pth), str(npz)])
+  from_pth, from_npz = vgg19.read_weights(pth), vgg19.read_weights(npz)
+  assert jax.tree.structure(from_pth) == jax.tree.structure(from_npz)
+  for a, b in zip(jax.tree.leaves(from_pth), jax.tree.leaves(from_npz)):
+    assert a.dtype == b.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+  net_pth = load_frozen_net("vgg19", weights_path=pth)
+  net_npz = load_frozen_net("vgg19", weights_path=npz)
+  images = jnp.asarray(np.random.default_rng(4).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32))
+  landmarks = jnp.zeros((1, 68, 2))
+  for a, b in zip(net_pth.apply(net_pth.params, images, landmarks)["features"],
+                  net_npz.apply(net_npz.params, images, landmarks)["features"]):
+    np.testing.assert_array_equal(a, b)
+  # A DataParallel prefix and a checkpoint's {"state_dict": ...} wrapper read the same.
+  wrapped = tmp_path / "wrapped.pt"
+  inner = {"module." + k: torch.from_numpy(v) for k, v in random_state_dict(seed=3).items()}
+  torch.save({"state_dict": inner, "epoch": 90}, wrapped)
+  for a, b in zip(jax.tree.leaves(vgg19.read_weights(wrapped)), jax.tree.leaves(from_npz)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_damaged_or_unrelated_pth_fails_naming_the_file(tmp_path):
+  torch = pytest.importorskip("torch")
+  for name, data in (("empty.pth", b""), ("pk.pth", b"PK"), ("text.pt", b"not a checkpoint\n")):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(WeightsError, match=f"cannot read VGG19 weights .*{name} with torch.load.*state_dict"):
+      load_frozen_net("vgg19", weights_path=tmp_path / name)
+  good = _save_torch(random_state_dict(), tmp_path / "good.pth").read_bytes()
+  (tmp_path / "truncated.pth").write_bytes(good[:len(good) // 2])
+  with pytest.raises(WeightsError, match="cannot read VGG19 weights .*truncated.pth"):
+    load_frozen_net("vgg19", weights_path=tmp_path / "truncated.pth")
+  torch.save(torch.zeros(3), tmp_path / "tensor.pth")
+  with pytest.raises(WeightsError, match="tensor.pth holds a Tensor, not a state dict"):
+    load_frozen_net("vgg19", weights_path=tmp_path / "tensor.pth")
+  _save_torch({"conv1.weight": np.zeros((64, 3, 7, 7), np.float32)}, tmp_path / "resnet.pth")
+  with pytest.raises(WeightsError, match="resnet.pth lacks features.0.weight.*not a torchvision VGG19 state dict"):
+    load_frozen_net("vgg19", weights_path=tmp_path / "resnet.pth")
+  state = random_state_dict(with_classifier=False)
+  state["features.5.weight"] = state["features.5.weight"][:, :32]
+  _save_torch(state, tmp_path / "wrong.pth")
+  with pytest.raises(WeightsError, match=r"wrong.pth: features.5.weight has shape \(128, 32, 3, 3\)"):
+    load_frozen_net("vgg19", weights_path=tmp_path / "wrong.pth")

@@ -1,8 +1,9 @@
 """VGG19 (torchvision's `vgg19().features`) in Flax, for a perceptual loss on ImageNet features.
 
 No weights ship with facegen-jax and none can be downloaded: the user supplies torchvision's
-ImageNet state dict converted to `.npz` by `experiments/convert_vgg19.py` (keys
-`features.<i>.weight` `[out, in, 3, 3]` and `features.<i>.bias`, exactly as in torchvision).
+ImageNet state dict (keys `features.<i>.weight` `[out, in, 3, 3]` and `features.<i>.bias`), either
+as the `.pth` itself, read with torch (only then imported), or converted to `.npz` by
+`experiments/convert_vgg19.py` (same keys and layout), which needs no torch at training time.
 `load_vgg19(weights_path)` returns a FrozenNet whose `features` are relu1_1, relu2_1, relu3_1,
 relu4_1 and relu5_1 (the layers of the usual perceptual losses) and whose `embedding` is empty.
 """
@@ -10,7 +11,7 @@ relu4_1 and relu5_1 (the layers of the usual perceptual losses) and whose `embed
 import os
 import pathlib
 import zipfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -27,8 +28,9 @@ CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
 FEATURE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")  # taken after their ReLU
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_FIX = ("Convert torchvision's ImageNet VGG19 weights with "
-        "`python experiments/convert_vgg19.py vgg19-dcbb9e9d.pth vgg19.npz` (needs torch) and pass the .npz.")
+_FIX = ("Pass torchvision's ImageNet VGG19 state dict (vgg19-dcbb9e9d.pth; reading it needs torch) or the .npz "
+        "that `python experiments/convert_vgg19.py vgg19-dcbb9e9d.pth vgg19.npz` writes from it.")
+_TORCH_SUFFIXES = (".pth", ".pt")
 
 
 def torchvision_indices() -> Dict[str, int]:
@@ -98,13 +100,67 @@ def params_from_torchvision(state: Dict[str, np.ndarray], source: str = "weights
   return {"params": params}
 
 
-def read_weights(weights_path: os.PathLike) -> Dict[str, object]:
-  """Flax variables from a converted `.npz` (see the module docstring)."""
+def _torch_state_arrays(state: Mapping, path: pathlib.Path) -> Dict[str, np.ndarray]:
+  """The trunk of a loaded torch state dict as float32 arrays, as `experiments/convert_vgg19.py` writes them."""
+  import torch  # pylint: disable=import-outside-toplevel  # already imported by read_torch_state_dict
+  if isinstance(state, Mapping) and "state_dict" in state:  # a training checkpoint wrapping it
+    state = state["state_dict"]
+  if not isinstance(state, Mapping):
+    raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict: expected torchvision's vgg19 "
+                       f"`model.state_dict()`. {_FIX}")
+  arrays = {}
+  for key, value in state.items():
+    if not isinstance(key, str):
+      continue
+    key = key[len("module."):] if key.startswith("module.") else key  # DataParallel prefix
+    if not key.startswith("features."):
+      continue  # the classifier, which the loss does not use
+    if not torch.is_tensor(value):
+      raise WeightsError(f"{path}: {key} is a {type(value).__name__}, not a tensor. {_FIX}")
+    arrays[key] = value.detach().to("cpu", torch.float32).numpy()
+  return arrays
+
+
+def read_torch_state_dict(weights_path: os.PathLike) -> Dict[str, np.ndarray]:
+  """torchvision's VGG19 `.pth` state dict as the arrays `experiments/convert_vgg19.py` saves to `.npz`.
+
+  Args:
+    weights_path: a `torch.save`d state dict (`features.<i>.weight` / `.bias`; a `module.` prefix
+      or a `{"state_dict": ...}` wrapper is accepted, the classifier is dropped).
+
+  Returns:
+    `features.*` name -> float32 array, torchvision layout (`[out, in, 3, 3]` kernels).
+
+  Raises:
+    WeightsError: torch is not installed, or the file is damaged or not a state dict.
+  """
   path = pathlib.Path(weights_path)
-  if path.suffix in (".pth", ".pt"):
-    raise WeightsError(f"{path} is a PyTorch file; facegen-jax reads converted .npz weights. {_FIX}")
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise WeightsError(
+        f"reading {path} needs torch, which is not installed: `pip install -e \".[bench]\"` (or `pip install torch`), "
+        f"or run `python experiments/convert_vgg19.py {path.name} vgg19.npz` where torch is installed and set "
+        "loss.vgg19_weights to the .npz.") from e
+  try:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except  # a damaged file makes torch.load raise almost anything
+    # torch's first sentence only: its UnpicklingError goes on to suggest weights_only=False, unsafe here.
+    reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200].rstrip(".")
+    reason = f"{type(e).__name__}: {reason}" if reason else type(e).__name__
+    raise WeightsError(f"cannot read VGG19 weights {path} with torch.load(weights_only=True) ({reason}): the "
+                       "file is damaged or not a state dict saved with `torch.save(model.state_dict(), ...)`. "
+                       f"{_FIX}") from e
+  return _torch_state_arrays(state, path)
+
+
+def read_weights(weights_path: os.PathLike) -> Dict[str, object]:
+  """Flax variables from torchvision's `.pth`/`.pt` state dict (needs torch) or its converted `.npz`."""
+  path = pathlib.Path(weights_path)
   if not path.is_file():
     raise WeightsError(f"VGG19 weights not found at {path}. {_FIX}")
+  if path.suffix.lower() in _TORCH_SUFFIXES:
+    return params_from_torchvision(read_torch_state_dict(path), source=str(path))
   try:
     with np.load(path, allow_pickle=False) as data:
       state = {k: np.asarray(data[k]) for k in data.files}
@@ -118,7 +174,8 @@ def load_vgg19(weights_path: Optional[os.PathLike] = None, use_face_chip: bool =
   """The FrozenNet "vgg19".
 
   Args:
-    weights_path: converted torchvision ImageNet weights (`.npz`); required.
+    weights_path: torchvision's ImageNet VGG19 state dict, as `.pth`/`.pt` (needs torch) or converted
+      to `.npz`; required.
     use_face_chip: run on dlib-aligned face chips (`chip_size`, padding 0.25) instead of the whole
       image; the landmarks are used only then.
     chip_size: side of those chips.

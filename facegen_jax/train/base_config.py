@@ -54,7 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.feature_matching = 0.0  # pix2pixHD discriminator feature matching weight
   c.loss.identity_net = "dlib_resnet"  # face-recognition net for L1 ("" = none)
   c.loss.perceptual_net = "dlib_resnet"  # feature net for L2: dlib_resnet | vgg19 ("" = none)
-  c.loss.vgg19_weights = ""  # path to converted VGG19 weights (.npz) when perceptual_net = vgg19
+  c.loss.vgg19_weights = ""  # VGG19 ImageNet weights, .npz or torchvision .pth, when perceptual_net = vgg19
   c.loss.perceptual_layer_weights = ()  # per-feature-map weights; () = equal
 
   c.optimizer = ml_collections.ConfigDict()
