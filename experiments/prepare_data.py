@@ -5,7 +5,8 @@ r"""Builds the FaceFrames TFDS dataset from a folder of clips and photos.
 Input: VoxCeleb-style `identity/video/clip.mp4`, or a flat folder of clips and photos where the
 identity is the file name's prefix before `__` (`anne__interview.mp4`), else the folder name.
 Output: `DIR/face_frames/r256/1.0.0/` (array_record shards, read with `tfds.builder_from_directory`
-or `facegen_jax.data.pipeline`), `DIR/summary.json` (counts, skipped files with reasons) and
+or `facegen_jax.data.pipeline`), `DIR/summary.json` (counts, skipped files with reasons, notes such
+as "several faces: took the largest"; skipped files and notes are also logged) and
 `DIR/cache/` (per-file results: a rerun processes only new or changed files).
 
 Train on it: `--config.data.source=tfds --config.data.data_dir=DIR` (see experiments/configs/demo.py).
@@ -21,11 +22,11 @@ Scale-out: `--beam` runs the per-file work and the writing as an Apache Beam pip
 """
 
 import json
+import os
 import shlex
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from facegen_jax.data import prepare
 
@@ -63,8 +64,7 @@ def main(argv):
       FLAGS.input, FLAGS.output, options, test_fraction=FLAGS.test_fraction, test_identities=FLAGS.test_identities,
       workers=FLAGS.workers, retry_skipped=FLAGS.retry_skipped, beam=FLAGS.beam,
       beam_options=shlex.split(FLAGS.beam_options))
-  for item in summary["skipped"]:
-    logging.warning("skipped %s: %s (%s)", item["file"], item["reason"], item["detail"])
+  prepare.log_skipped_and_notes(summary, os.path.join(FLAGS.output, "summary.json"))
   brief = {k: summary[k] for k in ("dataset_dir", "files", "frames", "identities", "splits", "dataset_rebuilt")}
   print(json.dumps(brief, indent=1))
 

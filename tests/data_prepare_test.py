@@ -2,6 +2,7 @@
 clip and a face-less image, at 64x64."""
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -155,24 +156,83 @@ def test_pipeline_on_real_faces(prepared):
 
 
 def test_prepare_data_cli_with_beam(prepared, tmp_path):
-  """The CLI end to end, on Beam's DirectRunner (files come from the first run's cache)."""
-  src, _, _ = prepared
+  """The CLI end to end on Beam's DirectRunner from an empty cache: the Beam workers process every file."""
+  src, local_out, local_summary = prepared
   pytest.importorskip("apache_beam", reason="--beam needs the 'beam' extra: pip install -e .[beam]")
   out = tmp_path / "beam"
-  shutil.copytree(prepared[1] / "cache", out / "cache")
   cmd = [sys.executable, "experiments/prepare_data.py", f"--input={src}", f"--output={out}", f"--resolution={R}",
          f"--frame_step={OPTIONS.frame_step}", f"--max_frames={OPTIONS.max_frames}",
          f"--detect_every={OPTIONS.detect_every}", f"--test_identities={TEST_PERSON}", "--beam",
          "--beam_options=--runner=DirectRunner --direct_num_workers=1"]
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  subprocess.run(cmd, cwd=repo, check=True, capture_output=True, timeout=300)
+  run = subprocess.run(cmd, cwd=repo, check=False, capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
   summary = json.loads((out / "summary.json").read_text())
-  assert summary["splits"] == prepared[2]["splits"]
-  beam_train, _ = _records(out, "train")
-  local_train, _ = _records(prepared[1], "train")
-  for a, b in zip(beam_train, local_train):
+  assert summary["files"]["processed_now"] == 5 and summary["files"]["from_cache"] == 0
+  # Every input file is either used (its frames are in the dataset) or skipped with its reason.
+  assert summary["files"]["found"] == summary["files"]["used"] + summary["files"]["skipped"] == 5
+  assert {s["file"]: s["reason"] for s in summary["skipped"]} == {"corrupt__clip.mp4": frames.SKIP_UNREADABLE,
+                                                                  "flat__grey.png": frames.SKIP_NO_FACE}
+  assert summary["splits"] == local_summary["splits"] and summary["notes"] == local_summary["notes"]
+  assert not (prepare.cache_dir(out, OPTIONS) / "errors").exists()
+  beam_records = _records(out, "train")[0] + _records(out, "test")[0]
+  local_records = _records(local_out, "train")[0] + _records(local_out, "test")[0]
+  assert {r["source"] for r in beam_records} == {CLIP_D18, CLIP_VR4, PHOTO_D19}
+  assert len(beam_records) == len(local_records) == 7
+  for a, b in zip(beam_records, local_records):
     np.testing.assert_array_equal(a["image"], b["image"])
     np.testing.assert_array_equal(a["landmarks"], b["landmarks"])
+  assert "skipped corrupt__clip.mp4: unreadable" in run.stderr and "skipped flat__grey.png: no face" in run.stderr
+
+
+def test_beam_worker_errors_are_in_the_summary_and_retried(shared_faces, tmp_path, monkeypatch):
+  """An unexpected error on a Beam worker: listed as skipped with its message, not cached, retried next run."""
+  pytest.importorskip("apache_beam", reason="--beam needs the 'beam' extra: pip install -e .[beam]")
+  from facegen_jax.data import extract  # pylint: disable=import-outside-toplevel
+  src, out = tmp_path / "input", tmp_path / "output"
+  src.mkdir()
+  shutil.copy(shared_faces / "images" / PHOTO_D19, src)
+  shutil.copy(shared_faces / "images" / PHOTO_D19, src / "lp_d18_d19_man__broken.jpg")
+  original = extract.prepare_file
+
+  def failing(inp, options):
+    if "broken" in inp.rel:
+      raise RuntimeError("boom")
+    return original(inp, options)
+
+  monkeypatch.setattr(extract, "prepare_file", failing)
+  beam_options = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
+  kwargs = dict(beam=True, beam_options=beam_options, progress=False)
+  first = prepare.prepare_dataset(src, out, OPTIONS, **kwargs)
+  assert first["files"]["found"] == 2 and first["files"]["used"] == 1 and first["frames"] == 1
+  assert first["skipped"] == [{"file": "lp_d18_d19_man__broken.jpg", "reason": prepare.SKIP_ERROR,
+                               "detail": "RuntimeError: boom"}]
+  assert first["files"]["skipped_by_reason"] == {prepare.SKIP_ERROR: 1}
+  assert not (prepare.cache_dir(out, OPTIONS) / "errors").exists()  # the error records were read and deleted
+  monkeypatch.setattr(extract, "prepare_file", original)
+  second = prepare.prepare_dataset(src, out, OPTIONS, **kwargs)
+  assert second["files"]["from_cache"] == 1 and second["files"]["processed_now"] == 1
+  assert second["files"]["used"] == 2 and second["skipped"] == [] and second["frames"] == 2
+  # A file whose worker left neither a cache entry nor an error record (e.g. it was killed) is listed too.
+  lost = prepare.InputFile(path=str(src / "gone.jpg"), rel="gone.jpg", identity="x", video_id="gone", is_video=False)
+  empty_cache = frames.FrameCache(tmp_path / "empty_cache")
+  metas = prepare._beam_results([lost], {"gone.jpg": "gone-0"}, empty_cache)  # pylint: disable=protected-access
+  assert metas == {"gone-0": {"status": "skipped", "source": "gone.jpg", "identity": "x",
+                              "reason": prepare.SKIP_ERROR, "detail": prepare.BEAM_LOST_DETAIL}}
+
+
+def test_notes_are_logged_one_line_per_file_capped(caplog):
+  notes = [{"file": f"f{i:02d}.mp4", "note": "up to 2 faces in a frame; tracked the largest"} for i in range(23)]
+  notes.insert(1, {"file": "f00.mp4", "note": "1 of 3 sampled frames without a face dropped"})
+  summary = {"skipped": [{"file": "bad.mp4", "reason": "unreadable", "detail": "cannot decode"}], "notes": notes}
+  with caplog.at_level(logging.INFO):
+    prepare.log_skipped_and_notes(summary, "/out/summary.json", max_files=20)
+  lines = [r.getMessage() for r in caplog.records]
+  assert lines[0] == "skipped bad.mp4: unreadable (cannot decode)"
+  assert lines[1] == ("note on f00.mp4: up to 2 faces in a frame; tracked the largest; "
+                      "1 of 3 sampled frames without a face dropped")
+  assert lines[2:21] == [f"note on f{i:02d}.mp4: up to 2 faces in a frame; tracked the largest" for i in range(1, 20)]
+  assert lines[21:] == ["... and 3 more files with notes, see /out/summary.json"]
 
 
 def test_jpeg_crops_decode_close_to_the_png_ones(prepared, tmp_path):

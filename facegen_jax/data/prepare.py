@@ -10,7 +10,8 @@ Steps:
    crop, masks) in a pool of worker processes, with a progress bar (rate and ETA). Results,
    including "skipped" verdicts, are cached in `<output>/cache/<options>/`, keyed by the file's
    path, size, mtime and the options, so a rerun only processes new or changed files. Unexpected
-   errors are reported as `error` and not cached (a rerun retries them).
+   errors are reported as `error` and not cached (a rerun retries them; "skipped" verdicts such as
+   `no face` are cached and only retried with `retry_skipped`).
 3. The dataset is built from the cache into a temporary folder inside `<output>` and moved into
    place (`<output>/face_frames/r<R>/<version>`) only when complete; a failed build leaves the
    previous dataset (or nothing) behind, never a half-written split. If the cached files and
@@ -30,7 +31,10 @@ read (GCS, HDFS, NFS) and facegen-jax installed on the workers (`--setup_file=./
             Spark job server: `--runner=PortableRunner --job_endpoint=HOST:8099`)
   Flink:    `--runner=FlinkRunner --flink_master=HOST:8081 --environment_type=LOOPBACK`
 Beam does not know the per-video frame counts before it runs, so after a Beam build the video
-table is made by one pass over the written records.
+table is made by one pass over the written records. A worker's unexpected error is written to
+`<cache>/errors/<key>.json` (outside the cache proper, so a rerun retries the file), read into the
+summary and deleted by the driver; an input with neither a cache entry nor an error record after
+the run (e.g. its worker died) is listed as `error` too. So every input file is in the summary.
 """
 
 import dataclasses
@@ -56,6 +60,7 @@ from facegen_jax.data import tfds_builder
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SKIP_ERROR = "error"  # an unexpected failure (not cached; retried on the next run)
+BEAM_LOST_DETAIL = "error during Beam processing (see the worker logs); rerun to retry"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +166,11 @@ def _process_one(args):
   return key, cache.load_meta(key)
 
 
+def _error_path(cache_root, key: str) -> pathlib.Path:
+  """Where a Beam worker records an unexpected error on file `key` (not a cache entry: retried)."""
+  return pathlib.Path(cache_root) / "errors" / f"{key}.json"
+
+
 @dataclasses.dataclass(frozen=True)
 class BeamFrameSource:
   """A `tfds_builder.FrameSource` that prepares its file on a Beam worker (through the cache)."""
@@ -169,6 +179,7 @@ class BeamFrameSource:
   cache_root: str
   key: str
   num_frames: Optional[int] = None
+  reprocess: bool = False  # process even if cached (`retry_skipped` on a cached "skipped" verdict)
 
   @property
   def identity(self):
@@ -180,11 +191,36 @@ class BeamFrameSource:
 
   def load(self):
     cache = frames_lib.FrameCache(self.cache_root)
-    if not cache.has(self.key):
-      _process_one((self.inp, self.options, self.cache_root, self.key))
-    if not cache.has(self.key):  # an unexpected error: no frames from this file
-      return frames_lib.Skipped(self.inp.rel, self.inp.identity, SKIP_ERROR, "see the worker log")
+    if self.reprocess or not cache.has(self.key):
+      _, meta = _process_one((self.inp, self.options, self.cache_root, self.key))
+      error = _error_path(self.cache_root, self.key)
+      if meta["status"] == "skipped" and meta["reason"] == SKIP_ERROR:  # not cached: for the summary
+        error.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(error, meta)
+        return frames_lib.Skipped(self.inp.rel, self.inp.identity, SKIP_ERROR, meta["detail"])
+      error.unlink(missing_ok=True)  # a retried bundle succeeded after an error
     return cache.load(self.key)
+
+
+def _beam_results(inputs, keys, cache: frames_lib.FrameCache) -> dict:
+  """key -> meta of every input after a Beam run (see module docstring); deletes the error records."""
+  metas = {}
+  for inp in inputs:
+    key = keys[inp.rel]
+    error = _error_path(cache.root, key)
+    if error.exists():
+      metas[key] = json.loads(error.read_text())
+      error.unlink()
+    elif cache.has(key):
+      metas[key] = cache.load_meta(key)
+    else:
+      metas[key] = {"status": "skipped", "source": inp.rel, "identity": inp.identity, "reason": SKIP_ERROR,
+                    "detail": BEAM_LOST_DETAIL}
+  try:
+    (cache.root / "errors").rmdir()
+  except OSError:  # absent, or records of another run's files
+    pass
+  return metas
 
 
 def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOptions(), *,
@@ -228,9 +264,13 @@ def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOpti
                                          test_identities=[i for i, s in splits.items() if s == "test"],
                                          image_format=options.image_format)
   if beam:
-    entries = [BeamFrameSource(inp, options, str(cache.root), keys[inp.rel]) for inp in inputs]
+    for inp in inputs:  # error records left by an interrupted run would be taken for this run's
+      _error_path(cache.root, keys[inp.rel]).unlink(missing_ok=True)
+    retry = {inp.rel for inp in todo if cache.has(keys[inp.rel])}
+    entries = [BeamFrameSource(inp, options, str(cache.root), keys[inp.rel], reprocess=inp.rel in retry)
+               for inp in inputs]
     builder_dir = _build(output, config, entries, beam=True, beam_options=beam_options, fingerprint=None)
-    metas = {keys[i.rel]: cache.load_meta(keys[i.rel]) for i in inputs if cache.has(keys[i.rel])}
+    metas = _beam_results(inputs, keys, cache)
     processed = len(todo)
     built = True
   else:
@@ -346,6 +386,20 @@ def _summary(inputs, keys, metas, builder_dir, *, processed, cached, built, seco
       "skipped": skipped,
       "notes": notes,
   }
+
+
+def log_skipped_and_notes(summary: dict, summary_path, max_files: int = 20) -> None:
+  """Logs every skipped file (warning) and the notes of used files (info: one line per file, at most
+  `max_files` lines, then one line pointing to `summary_path` for the rest)."""
+  for item in summary["skipped"]:
+    logging.warning("skipped %s: %s (%s)", item["file"], item["reason"], item["detail"])
+  notes = {}
+  for item in summary["notes"]:
+    notes.setdefault(item["file"], []).append(item["note"])
+  for file, texts in list(notes.items())[:max_files]:
+    logging.info("note on %s: %s", file, "; ".join(texts))
+  if len(notes) > max_files:
+    logging.info("... and %d more files with notes, see %s", len(notes) - max_files, summary_path)
 
 
 def _write_json(path: pathlib.Path, data) -> None:

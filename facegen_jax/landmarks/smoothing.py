@@ -8,9 +8,9 @@ online frame by frame (`OneEuroFilter`) or over a whole track (`smooth_landmarks
 
 Speeds are measured per landmark point in **face sizes per second** (face size = longer side of
 the landmarks' bounding box), so the same `beta` works for any face size and resolution. Defaults
-(min_cutoff 1.5 Hz, beta 4, derivative cutoff 1 Hz) were chosen on the talking-head clips of
-../shared/faces: they remove most of dlib's frame-to-frame jitter while a face moving at one face
-size per second lags by under 2% of its size.
+(min_cutoff 1.0 Hz, beta 16, derivative cutoff 1 Hz; also those of `landmarks.video.track_frames`)
+were chosen on the talking-head clips of ../shared/faces: they remove most of dlib's frame-to-frame
+jitter while a face moving at one face size per second lags by under 1% of its size (at 25 fps).
 """
 
 import dataclasses
