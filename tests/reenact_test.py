@@ -1,8 +1,10 @@
 """The reenactment product on real faces with a small generator trained inside the test."""
 
 import fractions
+import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
