@@ -79,6 +79,15 @@ def test_photo_to_video_keeps_frames_fps_audio(reenactor, shared_faces, tmp_path
   assert report.frames == info.num_frames == written.num_frames == 216
   assert written.fps == info.fps == fractions.Fraction(30)
   assert written.has_audio and info.has_audio
+  # The audio track is the driving clip's, copied: same codec, rate and channels, and it lasts as
+  # long as the video (the driving clip's audio up to its last frame).
+  import av  # pylint: disable=import-outside-toplevel
+  with av.open(clip) as a, av.open(out) as b:
+    src_audio, out_audio = a.streams.audio[0], b.streams.audio[0]
+    assert (out_audio.codec_context.name, out_audio.rate, out_audio.channels) == (
+        src_audio.codec_context.name, src_audio.rate, src_audio.channels)
+    audio_seconds = sum(p.duration or 0 for p in b.demux(out_audio)) * float(out_audio.time_base)
+  assert abs(audio_seconds - info.num_frames / float(info.fps)) < 0.1, audio_seconds
   assert (written.width, written.height) == (450, 450)
   # The picture: the source crop, then 4 driving crops over their 4 outputs (64 px model, 4 px gaps).
   assert report.grid == str(grid)
@@ -109,17 +118,22 @@ def test_cli_image_and_errors(checkpoint, shared_faces, tmp_path):
   out = tmp_path / "out.png"
   cmd = [sys.executable, str(REPO / "experiments" / "reenact.py"), f"--checkpoint={checkpoint}",
          f"--source={shared_faces / SOURCE}", f"--driving={shared_faces / DRIVING_PHOTO}", f"--output={out}",
-         "--side_by_side"]
+         "--side-by-side"]  # the hyphenated spelling of --side_by_side
   result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
-  assert Image.open(out).size[1] == 450
+  width, height = Image.open(out).size
+  assert height == 450 and width > 2 * 450  # source | driving | output
   again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
   assert again.returncode != 0 and "--overwrite" in again.stderr
   bad = tmp_path / "corrupt.jpg"
   bad.write_bytes(b"not an image")
-  broken = subprocess.run(cmd[:3] + [f"--source={bad}", cmd[4], f"--output={tmp_path / 'x.png'}"],
+  # The installed console script, same CLI: a bad file is one "error:" line naming it, no traceback.
+  script = os.path.join(os.path.dirname(sys.executable), "facegen-reenact")
+  assert os.path.exists(script), "pip install -e . installs the facegen-reenact console script"
+  broken = subprocess.run([script, cmd[2], f"--source={bad}", cmd[4], f"--output={tmp_path / 'x.png'}"],
                           capture_output=True, text=True, timeout=600)
-  assert broken.returncode != 0 and "corrupt.jpg" in broken.stderr
+  assert broken.returncode == 1 and "error:" in broken.stderr and "corrupt.jpg" in broken.stderr, broken.stderr
+  assert "Traceback" not in broken.stderr, broken.stderr
   assert not os.path.exists(tmp_path / "x.png")
 
 
@@ -182,3 +196,22 @@ def test_weights_that_do_not_match_their_config_fail_clearly(checkpoint, tmp_pat
   _with_base_features(workdir, 2 * model.config.model.base_features)
   with pytest.raises(ValueError, match="does not match this config"):
     GeneratorModel.load(workdir)
+
+
+def test_detail_blend_reads_the_outputs_own_landmarks(reenactor, shared_faces, monkeypatch):
+  """SPEC 1.4: mask 3 comes from landmarks of the generated face (the shape predictor run on it),
+  not from the landmarks it was asked to take; the blend changes the output."""
+  src, drv = load_image(str(shared_faces / SOURCE)), load_image(str(shared_faces / DRIVING_PHOTO))
+  plain = reenactor.reenact_image(src, drv, paste_back=False)
+  searched = []
+  original = reenactor.detector.landmarks_in_box
+
+  def spy(image, box):
+    searched.append(np.array(image))
+    return original(image, box)
+
+  monkeypatch.setattr(reenactor.detector, "landmarks_in_box", spy)
+  blended = reenactor.reenact_image(src, drv, paste_back=False, blend=True)
+  assert blended.shape == plain.shape and blended.dtype == np.uint8
+  assert any(np.array_equal(image, plain) for image in searched)  # the generated face itself
+  assert not np.array_equal(blended, plain)

@@ -18,7 +18,8 @@ flags.DEFINE_string("source", None, "Photo of the person to animate.")
 flags.DEFINE_string("driving", None, "Photo or video giving the pose and expression.")
 flags.DEFINE_string("output", None, "Output image or video (by extension).")
 flags.DEFINE_enum("motion", "relative", ["relative", "absolute"],
-                  "Video: relative (source shape + driving motion; for another person) or absolute.")
+                  "Video: relative (source shape + driving motion; for another person) or absolute. "
+                  "A driving photo is always transferred directly (aligned onto the source face box).")
 flags.DEFINE_bool("blend", False, "SPEC 1.4 detail post-process: blend source detail back.")
 flags.DEFINE_bool("paste_back", True, "Paste the face back into the full source photo (else the crop).")
 flags.DEFINE_bool("side_by_side", False, "Write source | driving | output.")
@@ -29,6 +30,8 @@ flags.DEFINE_bool("smoothing", True, "Video: temporal smoothing of the driving l
 flags.DEFINE_bool("overwrite", False, "Replace an existing output.")
 flags.DEFINE_string("grid", None, "Video: also write a PNG of the source, a few driving frames and their outputs.")
 flags.DEFINE_integer("grid_frames", 5, "Video: how many driving frames --grid shows.")
+for _name in ("paste_back", "side_by_side", "finetune_steps", "max_frames", "detect_every", "grid_frames"):
+  flags.DEFINE_alias(_name.replace("_", "-"), _name)  # --paste-back, --side-by-side, ... also work
 flags.mark_flags_as_required(["checkpoint", "source", "driving", "output"])
 FLAGS = flags.FLAGS
 
@@ -43,6 +46,15 @@ def _kind(path: str, what: str) -> str:
 
 
 def main(argv):
+  """Runs `reenact`; a problem with the user's files (missing, unreadable, no face, an existing
+  output, weights that do not fit) is one `error: ...` line and exit status 1, not a traceback."""
+  try:
+    reenact(argv)
+  except (FileNotFoundError, FileExistsError, ValueError) as e:  # NoFaceError is a ValueError
+    raise SystemExit(f"error: {e}") from e
+
+
+def reenact(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
@@ -63,6 +75,9 @@ def main(argv):
     from facegen_jax.inference.personalize import personalize  # pylint: disable=import-outside-toplevel
     reenactor = personalize(reenactor, source_image, FLAGS.finetune_steps)
   if driving_kind == "image":
+    if FLAGS["motion"].present:
+      logging.warning("--motion applies to driving videos (motion relative to their first frame); a driving photo "
+                      "gives its pose and expression directly, aligned onto the source face box")
     driving_image = load_image(FLAGS.driving)
     out = reenactor.reenact_image(source_image, driving_image, blend=FLAGS.blend, paste_back=FLAGS.paste_back)
     if FLAGS.side_by_side:

@@ -132,8 +132,9 @@ class Reenactor:
 
   def _finish(self, source: SourceFace, face: np.ndarray, landmarks: np.ndarray, blend: bool,
               paste_back: bool) -> np.ndarray:
-    if blend:
-      face = detail_blend.detail_blend(face, source.crop, landmarks, source.landmarks)
+    if blend:  # SPEC 1.4: mask 3 from the landmarks of the output itself, found where they were asked for
+      found = self.detector.landmarks_in_box(face, self.detector.box_from_landmarks(landmarks))
+      face = detail_blend.detail_blend(face, source.crop, found, source.landmarks)
     return pb.paste_back(source.image, face, source.transform.box) if paste_back else face
 
   # Images ------------------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class Reenactor:
     info = video_io.probe(driving_path)
     # The default video detector (HOG, no slow CNN fallback on every faceless frame).
     track = track_video(driving_path, None, detect_every=detect_every, smoothing=smoothing,
-                        max_frames=max_frames)
+                        max_frames=max_frames, progress=progress)
     landmarks = fill_missing(track.landmarks, track.found)
     missing = int((~track.found).sum())
     if missing:

@@ -182,7 +182,7 @@ def track_frames(frames: Iterable[np.ndarray], detector=None, *, fps: float = 25
 
 def track_video(path: str, detector=None, *, detect_every: int = 10, smoothing: bool = True,
                 min_cutoff: float = 1.0, beta: float = 16.0, max_frames: Optional[int] = None,
-                keep_frame: Optional[Callable[[int], bool]] = None) -> VideoLandmarks:
+                keep_frame: Optional[Callable[[int], bool]] = None, progress: bool = False) -> VideoLandmarks:
   """Landmarks of the (largest) face in every frame of a video file (decoded with PyAV).
 
   Args:
@@ -194,13 +194,20 @@ def track_video(path: str, detector=None, *, detect_every: int = 10, smoothing: 
     max_frames: stop after this many frames.
     keep_frame: `keep_frame(i) -> bool`; the frames it selects are returned in `.frames`, so a
       caller that samples frames need not decode the clip twice.
+    progress: show a progress bar (frames/s and ETA) while the landmarks are found.
 
   Raises:
     FileNotFoundError / ValueError: the file is missing, unreadable or damaged (named).
     NoFaceError: no frame has a face.
   """
   from facegen_jax.inference import video_io  # pylint: disable=import-outside-toplevel
-  fps = float(video_io.probe(path).fps)
-  return track_frames(video_io.read_frames(path, max_frames), detector, fps=fps, detect_every=detect_every,
+  info = video_io.probe(path)
+  fps = float(info.fps)
+  frames = video_io.read_frames(path, max_frames)
+  if progress:
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    total = min(info.num_frames, max_frames) if max_frames else info.num_frames
+    frames = tqdm(frames, total=total, unit="frame", desc="landmarks")
+  return track_frames(frames, detector, fps=fps, detect_every=detect_every,
                       smoothing=smoothing, min_cutoff=min_cutoff, beta=beta, keep_frame=keep_frame,
                       name=str(path))
