@@ -13,8 +13,8 @@ perceptual losses off: their pretrained nets are not part of the GAN) and resolu
   * XLA's memory analysis of the compiled train step (arguments + outputs + temporaries);
   * the same train step and inference in PyTorch (benchmarks/torch_reference.py, same layers and
     FLOPs), timed in the same run, and the JAX / PyTorch time ratios.
-Then the other benchmark scripts (data pipeline, landmarks, identity net) are run and their output
-is quoted. Times are the best of several calls (the machine may be shared: the least disturbed
+Then the other benchmark scripts (data pipeline, landmarks, identity net, end-to-end reenactment at
+256x256) are run and their output is quoted. Times are the best of several calls (the machine may be shared: the least disturbed
 call is the most faithful); ratios come from the same run. --quick: 64 and 128 only, fewer repeats,
 no baseline and no other scripts.
 """
@@ -47,6 +47,7 @@ OTHER_SCRIPTS = [  # (script, arguments, quick arguments)
     ("data_pipeline.py", ["--batches=20", "--workers=0,2"], None),
     ("landmarks.py", ["--frames=90"], None),
     ("identity_net.py", [], None),
+    ("reenact.py", ["--frames=60"], None),
 ]
 
 
@@ -135,7 +136,7 @@ def run_other(script, args, timeout):
   start = time.perf_counter()
   try:
     proc = subprocess.run([sys.executable, path] + args, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+                          check=False, cwd=os.path.dirname(os.path.dirname(path)))  # scripts name sample_data/
     text = proc.stdout.strip()
     if proc.returncode:
       text += f"\n[exit code {proc.returncode}] " + "\n".join(proc.stderr.strip().splitlines()[-5:])
