@@ -1,7 +1,12 @@
 r"""Evaluates reenactment methods on test clips with the field's metrics.
 
-  python experiments/evaluate.py --checkpoint=WORKDIR --videos=CLIPS_DIR --output=OUT \
-      [--protocol=self|cross] [--method=model,copy-source,landmark-warp] [--max_frames=N] [--resolution=256]
+  python experiments/evaluate.py --checkpoint=WORKDIR --videos=CLIPS_DIR|VIDEO|DATA_DIR --output=OUT \
+      [--protocol=self|cross] [--method=model,copy-source,landmark-warp] [--max_frames=N] [--resolution=256] \
+      [--split=test] [--dataset_landmarks=detect|stored]
+
+--videos is a folder of test clips, one video file, or a dataset made by experiments/prepare_data.py
+(its --output folder): then the clips are the videos of its --split (default: test, the held-out
+identities), read from the stored face crops.
 
 Writes into OUT:
 - metrics.json: per method, the mean over all scored frames of each metric, plus per-video rows,
@@ -22,14 +27,20 @@ import sys
 from absl import app, flags
 
 flags.DEFINE_string("checkpoint", None, "Training workdir or export directory (needed for --method=model).")
-flags.DEFINE_string("videos", None, "Folder of test clips (mp4, mov, avi, mkv, webm).")
+flags.DEFINE_string("videos", None, "Folder of test clips (mp4, mov, avi, mkv, webm, m4v), one video file, or a "
+                    "dataset prepared by experiments/prepare_data.py (its --output folder).")
 flags.DEFINE_string("output", None, "Folder for metrics.json, metrics.md, per_video.csv and grid.png.")
 flags.DEFINE_enum("protocol", "self", ["self", "cross"], "self- or cross-identity reenactment.")
 flags.DEFINE_list("method", ["model", "copy-source", "landmark-warp"],
                   "Methods to evaluate; the baselines are always added.")
 flags.DEFINE_integer("max_frames", None, "Read at most this many frames per clip (all if unset).")
 flags.DEFINE_integer("resolution", 256, "Evaluation crop size.")
-flags.DEFINE_string("pairs", None, "cross: CSV with a source,driving header naming clips of --videos.")
+flags.DEFINE_string("split", "test", "Prepared dataset only: the split whose videos are the test clips.")
+flags.DEFINE_enum("dataset_landmarks", "detect", ["detect", "stored"],
+                  "Prepared dataset only: landmarks found on the stored crops by the evaluation's detector, as for "
+                  "video files (AKD comparable), or the stored ones (their tracking error adds to AKD).")
+flags.DEFINE_string("pairs", None, "cross: CSV with a source,driving header naming clips of --videos (file names, "
+                    "or a dataset's video ids).")
 flags.DEFINE_integer("num_pairs", 10, "cross without --pairs: how many random (source, driving) pairs.")
 flags.DEFINE_integer("seed", 0, "cross without --pairs: seed of the random pairs.")
 flags.DEFINE_enum("motion", "absolute", ["absolute", "relative"], "cross: landmarks the output must take.")
@@ -48,7 +59,7 @@ def main(argv):
       videos=FLAGS.videos, output=FLAGS.output, methods=FLAGS.method, checkpoint=FLAGS.checkpoint,
       protocol=FLAGS.protocol, resolution=FLAGS.resolution, max_frames=FLAGS.max_frames, pairs_csv=FLAGS.pairs,
       num_pairs=FLAGS.num_pairs, seed=FLAGS.seed, motion=FLAGS.motion, fid_weights=FLAGS.fid_weights,
-      lpips_weights=FLAGS.lpips_weights)
+      lpips_weights=FLAGS.lpips_weights, split=FLAGS.split, dataset_landmarks=FLAGS.dataset_landmarks)
   with open(paths["metrics.md"]) as f:
     markdown = f.read()
   print(markdown)

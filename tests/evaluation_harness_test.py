@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,19 +14,55 @@ import pytest
 from jax import export
 from PIL import Image
 
-from facegen_jax.evaluation import exported_nets, face_analysis, harness, protocols
+from facegen_jax.data import frames, prepare, reading
+from facegen_jax.evaluation import dataset_clips, exported_nets, face_analysis, harness, protocols
 from facegen_jax.evaluation import report as report_lib
 from tests.conftest import REPO_ROOT
 
 CLIPS = ("lp_d12_man__liveportrait__d12.mp4", "vr4_woman_bluebg__video_retalking__4.mp4")
+# A prepared dataset (as in data_prepare_test.py, at the evaluation's 256): two people train, one is held out.
+DATASET_CLIPS = ("lp_d12_man__liveportrait__d12.mp4", "lp_d3_woman__liveportrait__d3.mp4",
+                 "vr4_woman_bluebg__video_retalking__4.mp4")
+TEST_PERSON, TEST_VIDEO = "vr4_woman_bluebg", "vr4_woman_bluebg__video_retalking__4"
+DATASET_OPTIONS = prepare.PrepareOptions(resolution=256, frame_step=3, max_frames=4, detect_every=3)
+ACCEPTED = (r"\(1\) a folder of test clips.*\(2\) one video file.*"
+            r"\(3\) a dataset prepared by experiments/prepare_data.py")
+
+
+def _linked_clips(shared_faces, tmp_path_factory, folder_name, names):
+  folder = tmp_path_factory.mktemp(folder_name)
+  for name in names:
+    os.symlink(shared_faces / "videos" / name, folder / name)
+  return folder
 
 
 @pytest.fixture(scope="module")
 def videos(shared_faces, tmp_path_factory):
-  folder = tmp_path_factory.mktemp("videos")
-  for name in CLIPS:
-    os.symlink(shared_faces / "videos" / name, folder / name)
-  return folder
+  return _linked_clips(shared_faces, tmp_path_factory, "videos", CLIPS)
+
+
+@pytest.fixture(scope="module")
+def dataset_input(shared_faces, tmp_path_factory):
+  return _linked_clips(shared_faces, tmp_path_factory, "dataset_input", DATASET_CLIPS)
+
+
+@pytest.fixture(scope="module")
+def dataset(dataset_input, tmp_path_factory):
+  """prepare_data.py's --output: 4 frames (every 3rd) of each clip; TEST_PERSON is the test split."""
+  out = tmp_path_factory.mktemp("dataset")
+  prepare.prepare_dataset(dataset_input, out, DATASET_OPTIONS, test_identities=[TEST_PERSON], workers=2,
+                          progress=False)
+  return out
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _split_records(out, split):
+  """The raw records of `split` (images undecoded) and its video table."""
+  source, table, _ = reading.open_split(reading.find_builder_dir(out, 256), split)
+  return [source[i] for i in range(len(source))], table
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +183,14 @@ def test_bad_inputs_fail_clearly(videos, feature_nets, tmp_path):
   empty.mkdir()
   with pytest.raises(ValueError, match="no videos"):
     harness.evaluate(str(empty), str(tmp_path / "o1"), methods=["copy-source"], feature_nets=feature_nets)
-  with pytest.raises(FileNotFoundError, match="neither a folder of test clips nor a video"):
+  (empty / "notes.txt").write_text("not a clip")
+  with pytest.raises(ValueError, match="no videos.*no dataset prepared by.*" + ACCEPTED):
+    harness.evaluate(str(empty), str(tmp_path / "o1"), methods=["copy-source"], feature_nets=feature_nets)
+  with pytest.raises(FileNotFoundError, match="does not exist; .*" + ACCEPTED):
     harness.evaluate(str(tmp_path / "missing"), str(tmp_path / "o1"), methods=["copy-source"])
+  with pytest.raises(ValueError, match="neither a folder of test clips, a video file nor a prepared dataset; .*"
+                     + ACCEPTED):
+    harness.evaluate(str(empty / "notes.txt"), str(tmp_path / "o1"), methods=["copy-source"])
   broken = tmp_path / "broken"
   broken.mkdir()
   (broken / "clip.mp4").write_bytes(b"this is not a video")
@@ -176,3 +219,79 @@ def test_bad_inputs_fail_clearly(videos, feature_nets, tmp_path):
   not_export.write_bytes(b"\x00" * 64)
   with pytest.raises(ValueError, match="not a serialized jax.export"):
     exported_nets.fid_feature_fn(str(not_export))
+
+
+def test_evaluate_cli_on_a_prepared_dataset(dataset, tmp_path):
+  """--videos=<prepare_data.py --output>: the test split's videos, as stored, in frame order."""
+  out = tmp_path / "report"
+  env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, str(REPO_ROOT / "experiments" / "evaluate.py"), f"--videos={dataset}", f"--output={out}",
+       "--method=copy-source,landmark-warp"],
+      capture_output=True, text=True, env=env, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert sorted(os.listdir(out)) == ["grid.png", "metrics.json", "metrics.md", "per_video.csv"]
+
+  records, table = _split_records(dataset, "test")
+  assert table.video_ids == (TEST_VIDEO,)
+  num_records = sum(_text(r["video_id"]) == TEST_VIDEO for r in records)
+  assert num_records == 4
+  report = json.loads((out / "metrics.json").read_text())
+  assert report["split"] == "test" and report["dataset"] == str(reading.find_builder_dir(dataset, 256))
+  assert report["clips"] == [TEST_VIDEO] and report["landmarks"] == "detected on the stored crops"
+  assert report["skipped"] == []
+  for method in ("copy-source", "landmark-warp"):
+    assert report["summary"][method]["frames"] == num_records - 1  # every record but the source is scored
+    assert report["summary"][method]["akd_failed"] == 0
+  assert report["summary"]["landmark-warp"]["akd"] < 2.0
+  assert report["summary"]["landmark-warp"]["akd"] < report["summary"]["copy-source"]["akd"]
+  with open(out / "per_video.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["video"], r["method"], r["frames"]) for r in rows] == [
+      (TEST_VIDEO, m, str(num_records - 1)) for m in ("copy-source", "landmark-warp")]
+  assert "| landmark-warp | 3 |" in (out / "metrics.md").read_text()
+  assert Image.open(out / "grid.png").size == (4 * 256, 20 + 256)
+
+
+def test_dataset_clips_are_the_stored_frames_in_order_and_cross_pairs_two_people(dataset, feature_nets, tmp_path):
+  builder_dir = reading.find_builder_dir(dataset, 256)
+  for path in (dataset, dataset / "face_frames", builder_dir.parent, builder_dir):  # any level of the dataset
+    assert dataset_clips.find_dataset(str(path), 256) == builder_dir
+  records, table = _split_records(dataset, "train")
+  clips, info = dataset_clips.list_clips(builder_dir, "train", 256, landmarks="stored")
+  assert [c.name for c in clips] == list(table.video_ids) and info["split"] == "train"
+  for clip in clips:
+    own = sorted((r for r in records if _text(r["video_id"]) == clip.name), key=lambda r: int(r["frame_index"]))
+    loaded = clip.load(feature_nets.landmark_fn, 256)
+    assert len(loaded.frames) == len(own) == 4
+    for frame, lm, rec in zip(loaded.frames, loaded.landmarks, own):
+      np.testing.assert_array_equal(frame, frames.decode_png(rec["image"], 3))
+      np.testing.assert_array_equal(lm, rec["landmarks"])
+    small = clip.load(feature_nets.landmark_fn, 128, max_frames=2)  # another --resolution: resized, landmarks scaled
+    assert small.frames.shape == (2, 128, 128, 3)
+    np.testing.assert_allclose(small.landmarks[1], (np.asarray(own[1]["landmarks"]) + 0.5) / 2 - 0.5, atol=1e-5)
+
+  # cross on the train split (two people), from the version folder, with the stored landmarks.
+  paths = harness.evaluate(str(builder_dir), str(tmp_path / "out"), methods=["copy-source"], protocol="cross",
+                           split="train", max_frames=3, dataset_landmarks="stored", feature_nets=feature_nets,
+                           progress=False)
+  report = json.loads(open(paths["metrics.json"]).read())
+  a, b = table.video_ids
+  assert sorted(report["pairs"]) == sorted([f"{a}->{b}", f"{b}->{a}"])
+  assert report["landmarks"].startswith("stored")
+  assert report["summary"]["landmark-warp"]["frames"] == 2 * 3
+  assert report["summary"]["landmark-warp"]["akd"] < report["summary"]["copy-source"]["akd"]
+
+
+def test_a_dataset_without_the_split_fails_clearly(dataset_input, dataset, feature_nets, tmp_path):
+  with pytest.raises(ValueError, match="has no 'validation' split \\(it has: test, train\\).*--split"):
+    harness.evaluate(str(dataset), str(tmp_path / "o1"), methods=["copy-source"], split="validation",
+                     feature_nets=feature_nets)
+  # Prepared with no held-out identity (from the first build's cache: no file is processed again).
+  shutil.copytree(dataset / "cache", tmp_path / "all_train" / "cache")
+  summary = prepare.prepare_dataset(dataset_input, tmp_path / "all_train", DATASET_OPTIONS,
+                                    test_fraction=0.0, workers=1, progress=False)
+  assert summary["files"]["processed_now"] == 0 and list(summary["splits"]) == ["train"]
+  with pytest.raises(ValueError, match="no 'test' split \\(it has: train\\); .*--test_identities"):
+    harness.evaluate(str(tmp_path / "all_train"), str(tmp_path / "o2"), methods=["copy-source"],
+                     feature_nets=feature_nets)

@@ -1,8 +1,10 @@
-"""One evaluation run: clips in, the four report files out (experiments/evaluate.py calls this)."""
+"""One evaluation run: clips in (video files or a prepared dataset), the four report files out
+(experiments/evaluate.py calls this)."""
 
 import dataclasses
 import os
-from typing import Dict, Optional, Sequence
+import random
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import tqdm
 
@@ -31,17 +33,20 @@ def evaluate(videos: str, output: str, methods: Sequence[str] = METHOD_NAMES, ch
              protocol: str = "self", resolution: int = 256, max_frames: Optional[int] = None,
              pairs_csv: Optional[str] = None, num_pairs: int = 10, seed: int = 0, motion: str = "absolute",
              fid_weights: Optional[str] = None, lpips_weights: Optional[str] = None,
-             feature_nets: Optional[protocols.FeatureNets] = None, progress: bool = True) -> Dict[str, str]:
-  """Runs `protocol` over the clips in folder `videos` and writes the report into `output`.
+             feature_nets: Optional[protocols.FeatureNets] = None, progress: bool = True, split: str = "test",
+             dataset_landmarks: str = "detect") -> Dict[str, str]:
+  """Runs `protocol` over the clips `videos` names and writes the report into `output`.
 
-  Returns {file name: path} of metrics.json, metrics.md, per_video.csv, grid.png.
-  `feature_nets` replaces the default landmark detector / identity net (tests).
+  `videos`: a folder of video files, one video file, or a dataset prepared by
+  experiments/prepare_data.py, whose `split` is evaluated (`clips.find_clips`; `dataset_landmarks`
+  says whose landmarks its clips carry). Returns {file name: path} of metrics.json, metrics.md,
+  per_video.csv, grid.png. `feature_nets` replaces the default landmark detector / identity net (tests).
   """
   if protocol not in protocols.PROTOCOLS:
     raise ValueError(f"--protocol={protocol}: choose one of {protocols.PROTOCOLS}")
   if resolution < 64:
     raise ValueError(f"--resolution={resolution} is too small for face landmarks; use 256 (the field's standard)")
-  paths = clips_lib.list_videos(videos)
+  sources, source_info = clips_lib.find_clips(videos, split, resolution, dataset_landmarks)
   method_fns = build_methods(methods, checkpoint)
   if feature_nets is None:
     feature_nets = protocols.FeatureNets(face_analysis.default_landmark_fn(), face_analysis.default_identity_net())
@@ -51,18 +56,20 @@ def evaluate(videos: str, output: str, methods: Sequence[str] = METHOD_NAMES, ch
       lpips=exported_nets.lpips_fn(lpips_weights) if lpips_weights else feature_nets.lpips)
 
   if protocol == "cross":
-    names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    pairs = protocols.read_pairs(pairs_csv) if pairs_csv else protocols.random_pairs(names, num_pairs, seed)
-    pairs = [(_stem(a), _stem(b)) for a, b in pairs]
+    by_name = {c.name: c for c in sources}
+    if pairs_csv:
+      pairs = [(_clip_name(a, by_name), _clip_name(b, by_name)) for a, b in protocols.read_pairs(pairs_csv)]
+    else:
+      pairs = _random_pairs(sources, num_pairs, seed)
     needed = sorted({n for pair in pairs for n in pair})
-    by_name = dict(zip(names, paths))
     missing = [n for n in needed if n not in by_name]
     if missing:
-      raise ValueError(f"{pairs_csv} names clips not in {videos}: {missing}")
-    paths = [by_name[n] for n in needed]
+      shown = ", ".join(list(by_name)[:10]) + (f", ... ({len(by_name)} in all)" if len(by_name) > 10 else "")
+      raise ValueError(f"{pairs_csv} names clips not in {videos}: {missing} (clips there: {shown})")
+    sources = [by_name[n] for n in needed]
 
-  loaded = [clips_lib.load_clip(p, feature_nets.landmark_fn, resolution, max_frames)
-            for p in tqdm.tqdm(paths, desc="reading clips", unit="clip", disable=not progress)]
+  loaded = [c.load(feature_nets.landmark_fn, resolution, max_frames)
+            for c in tqdm.tqdm(sources, desc="reading clips", unit="clip", disable=not progress)]
   if protocol == "self":
     results = protocols.self_reenactment(loaded, method_fns, feature_nets, resolution, progress)
   else:
@@ -70,6 +77,7 @@ def evaluate(videos: str, output: str, methods: Sequence[str] = METHOD_NAMES, ch
                                        motion, progress)
   info = {
       "videos": os.path.abspath(videos),
+      **source_info,
       "clips": [c.name for c in loaded],
       "max_frames": max_frames,
       "checkpoint": checkpoint if MODEL in method_fns else None,
@@ -81,6 +89,27 @@ def evaluate(videos: str, output: str, methods: Sequence[str] = METHOD_NAMES, ch
   if protocol == "cross":
     info.update(motion=motion, pairs=[f"{a}->{b}" for a, b in pairs])
   return report.write_all(results, output, info)
+
+
+def _random_pairs(sources: Sequence[clips_lib.ClipSource], num_pairs: int, seed: int) -> List[Tuple[str, str]]:
+  """Random (source, driving) pairs; of different people when the clips' identities are known
+  (a prepared dataset) and there are two or more, else of different clips."""
+  names = [c.name for c in sources]
+  identity = {c.name: c.identity for c in sources}
+  if None not in identity.values() and len(set(identity.values())) >= 2:
+    candidates = [(a, b) for a in names for b in names if identity[a] != identity[b]]
+    return random.Random(seed).sample(candidates, min(num_pairs, len(candidates)))
+  return protocols.random_pairs(names, num_pairs, seed)
+
+
+def _clip_name(name: str, by_name: Dict[str, object]) -> str:
+  """The clip a pairs-CSV entry means: its exact name (a dataset's video id may hold "/"), that name
+  without a video extension, or the file name without one."""
+  stem, ext = os.path.splitext(name)
+  for candidate in (name, stem if ext.lower() in clips_lib.VIDEO_EXTENSIONS else name):
+    if candidate in by_name:
+      return candidate
+  return _stem(name)
 
 
 def _stem(name: str) -> str:
