@@ -128,3 +128,36 @@ def test_mask_pyramid(method):
     assert m.shape[:3] == (2, size, size)
   if method == "area":
     np.testing.assert_allclose(out[8][0, :, :, 0], np.pad(np.ones((4, 4)), 2))
+
+
+@pytest.mark.parametrize("order", ["spade", "spec"])
+def test_generation_level_order(order):
+  """"spec": fuse -> transposed conv -> norm -> ReLU (SPEC 1.3c as written); "spade": fuse -> ReLU ->
+  transposed conv, the next level's parameter-free norm standing in for the norm. Seen from the
+  inputs each layer receives: ReLU outputs are >= 0, the others are not."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  g = Generator(resolution=64, base_features=8, max_features=32, hidden_features=4, level_order=order)
+  rng = np.random.RandomState(0)
+  src, mask = jnp.asarray(rng.uniform(-1, 1, (2, 64, 64, 3))), jnp.asarray(rng.uniform(0, 1, (2, 64, 64, 1)))
+  variables = g.init(jax.random.PRNGKey(0), src, mask, train=False)
+  params = variables["params"]["generation_decoder"]
+  assert ("up_1_norm" in params) == (order == "spec") and "up_2_norm" not in params  # level 2 outputs the image
+  inputs = {}
+
+  def record(next_fun, args, kwargs, context):
+    if context.method_name == "__call__" and context.module.name in ("fuse_2", "up_1", "up_2"):
+      inputs[context.module.name] = np.asarray(args[0])
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    g.apply(variables, src, mask, train=True, mutable=["batch_stats"])
+  up_1_channels = params["up_1"]["kernel"].shape[-1]
+  from_up_1 = inputs["fuse_2"][..., :up_1_channels]  # level 2's input before the concatenation
+  assert (from_up_1.min() >= 0) == (order == "spec")
+  assert (inputs["up_2"].min() >= 0) == (order == "spade")
+
+
+def test_unknown_level_order():
+  g = Generator(resolution=64, base_features=8, max_features=32, hidden_features=4, level_order="sideways")
+  with pytest.raises(ValueError, match="model.level_order must be one of"):
+    g.init(jax.random.PRNGKey(0), jnp.ones((1, 64, 64, 3)), jnp.ones((1, 64, 64, 1)), train=False)

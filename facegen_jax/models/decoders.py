@@ -9,6 +9,9 @@ from facegen_jax.models import fast_conv, layers
 from facegen_jax.models.mask_affine_norm import MaskAffineNorm
 
 
+LEVEL_ORDERS = ("spade", "spec")
+
+
 def _up(features: int, kernel_size: int, dtype, name: str, use_bias: bool = True,
         conv_impl: str = "auto") -> fast_conv.ConvTranspose:
   """A stride-2 transposed convolution that doubles H and W (no bias when a norm follows: it
@@ -60,8 +63,14 @@ class GenerationDecoder(nn.Module):
     a. concatenates, along channels, its input with the reconstruction decoder's output of the
        same size (if i is in `merge_levels`),
     b. fuses the result with the level-i face mask by mask-conditioned affine normalization,
-    c. decodes it with `activation -> transposed conv` to twice the size, where the next level's
-       normalization (b) follows; the last level outputs the target image (tanh).
+    c. decodes it to twice the size; the last level outputs the target image (tanh). Two orders
+       (`level_order`):
+       - "spade" (default): `activation -> transposed conv`, as in SPADE's residual blocks. The
+         norm after the transposed conv is left out: the next level's parameter-free batch norm
+         (b) follows it with only the channel-wise concatenation in between, which would cancel
+         its per-channel scale and shift exactly.
+       - "spec": `transposed conv -> norm -> activation` (the order SPEC 1.3c and the core issue
+         write), with no activation between (b) and the transposed conv.
 
   Attributes:
     features: output channels of the stem and of levels 1..n-1 (`len(features)` = n >= 2);
@@ -70,6 +79,7 @@ class GenerationDecoder(nn.Module):
     kernel_size, norm, activation: as in ReconstructionDecoder.
     gamma_kernel, beta_kernel, hidden_features, modulation: MaskAffineNorm settings.
     conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
+    level_order: "spade" or "spec" (step c above).
   """
 
   features: Sequence[int]
@@ -83,6 +93,7 @@ class GenerationDecoder(nn.Module):
   modulation: str = "residual"
   dtype: jnp.dtype = jnp.float32
   conv_impl: str = "auto"
+  level_order: str = "spade"
 
   @nn.compact
   def __call__(self, code: jnp.ndarray, recon_outputs: Sequence[jnp.ndarray], masks: dict[int, jnp.ndarray],
@@ -97,6 +108,9 @@ class GenerationDecoder(nn.Module):
     n = len(self.features)
     if n < 2:
       raise ValueError(f"GenerationDecoder needs n >= 2 levels, got features={list(self.features)}")
+    if self.level_order not in LEVEL_ORDERS:
+      raise ValueError(f"model.level_order must be one of {LEVEL_ORDERS}, got {self.level_order!r}")
+    spec_order = self.level_order == "spec"
     if len(recon_outputs) != n:
       raise ValueError(f"GenerationDecoder: {n} levels but {len(recon_outputs)} reconstruction outputs")
     merge = set(range(1, n + 1) if self.merge_levels is None else self.merge_levels)
@@ -114,11 +128,14 @@ class GenerationDecoder(nn.Module):
       x = MaskAffineNorm(self.gamma_kernel, self.beta_kernel, self.hidden_features, self.modulation,
                          norm=self.norm, dtype=self.dtype, conv_impl=self.conv_impl, name=f"fuse_{i}")(
                              x, masks[size], train=train)
-      x = act(x)
+      if not spec_order:
+        x = act(x)
       if i < n:
-        # The norm after this transposed conv is the next level's parameter-free normalization
-        # (step b): a second one in between would be cancelled by it.
+        # "spade": the norm after this transposed conv is the next level's parameter-free
+        # normalization (step b); a second one in between would be cancelled by it.
         x = _up(self.features[i], self.kernel_size, self.dtype, f"up_{i}", self.norm == "none", self.conv_impl)(x)
+        if spec_order:
+          x = act(layers.Norm(self.norm, dtype=self.dtype, name=f"up_{i}_norm")(x, train=train))
       else:
         x = _up(3, self.kernel_size, self.dtype, f"up_{i}", conv_impl=self.conv_impl)(x)
     return jnp.tanh(x.astype(jnp.float32))

@@ -41,7 +41,8 @@ def build_generator(config: ml_collections.ConfigDict) -> Generator:
       max_features=m.max_features, merge_levels=parse_merge_levels(m.merge_levels), mask_resize=m.mask_resize,
       encoder_kernel=m.encoder_kernel, decoder_kernel=m.decoder_kernel, norm=m.norm, activation=m.activation,
       gamma_kernel=m.gamma_kernel, beta_kernel=m.beta_kernel, hidden_features=m.hidden_features,
-      modulation=m.modulation, dtype=compute_dtype(config), conv_impl=m.get("conv_impl", "auto"))
+      modulation=m.modulation, dtype=compute_dtype(config), conv_impl=m.get("conv_impl", "auto"),
+      level_order=m.get("level_order", "spade"))  # get: config.json files from before the option
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> MultiScaleDiscriminator:

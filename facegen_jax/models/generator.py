@@ -51,6 +51,7 @@ class Generator(nn.Module):
     norm: normalization of encoder and decoders ("batch" per SPEC).
     activation: decoder activation.
     gamma_kernel, beta_kernel, hidden_features, modulation: MaskAffineNorm settings.
+    level_order: generation-decoder order, "spade" or "spec" (see GenerationDecoder).
     dtype: computation dtype (parameters stay float32).
     conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
   """
@@ -71,6 +72,7 @@ class Generator(nn.Module):
   modulation: str = "residual"
   dtype: jnp.dtype = jnp.float32
   conv_impl: str = "auto"
+  level_order: str = "spade"
 
   @property
   def encoder_features(self) -> list[int]:
@@ -99,7 +101,7 @@ class Generator(nn.Module):
                                name="mask_pyramid")(mask)
     generated = GenerationDecoder(
         dec, self.merge_levels, self.decoder_kernel, self.norm, self.activation, self.gamma_kernel,
-        self.beta_kernel, self.hidden_features, self.modulation, self.dtype, self.conv_impl,
+        self.beta_kernel, self.hidden_features, self.modulation, self.dtype, self.conv_impl, self.level_order,
         name="generation_decoder")(
             code, recon_outputs, masks, train=train)
     return {"generated": generated, "reconstructed": reconstructed}
