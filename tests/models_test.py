@@ -161,3 +161,8 @@ def test_unknown_level_order():
   g = Generator(resolution=64, base_features=8, max_features=32, hidden_features=4, level_order="sideways")
   with pytest.raises(ValueError, match="model.level_order must be one of"):
     g.init(jax.random.PRNGKey(0), jnp.ones((1, 64, 64, 3)), jnp.ones((1, 64, 64, 1)), train=False)
+
+
+def test_reconstruction_decoder_needs_two_levels():
+  with pytest.raises(ValueError, match="j >= 2 levels"):
+    ReconstructionDecoder([]).init(jax.random.PRNGKey(0), jnp.ones((1, 8, 8, 4)), train=False)

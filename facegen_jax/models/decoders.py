@@ -45,6 +45,9 @@ class ReconstructionDecoder(nn.Module):
     Returns: the reconstructed image `[B, h * 2^j, w * 2^j, 3]` in [-1, 1] (tanh) and the
     intermediate outputs `[B, h * 2^k, w * 2^k, features[k-1]]` for k = 1..j-1.
     """
+    if len(self.features) < 1:
+      raise ValueError(f"ReconstructionDecoder needs j >= 2 levels (features for levels 1..j-1), got "
+                       f"features={list(self.features)}")
     act = layers.activation(self.activation)
     x, intermediates = code, []
     for k, feats in enumerate(self.features):
