@@ -5,6 +5,7 @@ the same command again to resume. Override any config value with `--config.key=v
 unknown key is an error.
 """
 
+import os
 import re
 import sys
 
@@ -15,6 +16,10 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory holding everything of this run; reused to resume.")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host GPU/TPU jobs).")
+flags.DEFINE_string("coordinator_address", None, "--multihost: host:port of process 0 (default: "
+                    "$JAX_COORDINATOR_ADDRESS, or found by jax on Cloud TPU, SLURM and Open MPI).")
+flags.DEFINE_integer("num_processes", None, "--multihost: process count (default: $JAX_NUM_PROCESSES, or auto).")
+flags.DEFINE_integer("process_id", None, "--multihost: this process's index (default: $JAX_PROCESS_ID, or auto).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -41,7 +46,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import jax  # pylint: disable=import-outside-toplevel
   if FLAGS.multihost:
-    jax.distributed.initialize()
+    # CPU processes exchange gradients through gloo (XLA:GPU/TPU use their own collectives).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    env_int = lambda name: int(os.environ[name]) if os.environ.get(name) else None  # pylint: disable=unnecessary-lambda-assignment
+    jax.distributed.initialize(
+        coordinator_address=FLAGS.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None,
+        num_processes=FLAGS.num_processes if FLAGS.num_processes is not None else env_int("JAX_NUM_PROCESSES"),
+        process_id=FLAGS.process_id if FLAGS.process_id is not None else env_int("JAX_PROCESS_ID"))
   from facegen_jax.train import loop  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.INFO)
   loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)

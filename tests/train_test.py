@@ -232,3 +232,30 @@ def test_url_workdir_is_refused_not_written_locally(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="gs://bucket/run: URLs are not supported"):
     loop.train_and_evaluate(tiny_config(), "gs://bucket/run")
   assert not (tmp_path / "gs:").exists()
+
+
+def test_two_processes_train_together(tmp_path):
+  """`train.py --multihost` as two processes of 2 CPU devices each (gloo collectives, addresses from
+  the JAX_* variables BUILD.md documents): one global mesh of 4 devices, one checkpoint, image
+  summaries built from each process's own shards."""
+  import socket  # pylint: disable=import-outside-toplevel
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  workdir = tmp_path / "wd"
+  procs = []
+  for pid in range(2):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid))
+    procs.append(subprocess.Popen(
+        [sys.executable, str(REPO / "experiments" / "train.py"), "--multihost",
+         "--config=" + str(REPO / "experiments/configs/tiny.py"), f"--workdir={workdir}",
+         "--config.num_train_steps=2", "--config.image_every_steps=2", "--config.checkpoint_every_steps=2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO))
+  logs = [p.communicate(timeout=600)[1] for p in procs]
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  assert "devices: 4 (cpu), processes: 2" in logs[0]
+  assert "step 2/2" in logs[0]
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+  assert os.listdir(workdir / "samples")  # the grid of process 0's rows
