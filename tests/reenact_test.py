@@ -65,6 +65,12 @@ def test_batches_pair_in_order_or_one_to_many(reenactor, shared_faces):
   assert [o.shape for o in outs] == [a.shape, b.shape]
   many = reenactor.reenact_pairs([a], [d, b, a], paste_back=False)
   assert len(many) == 3
+  # Each output is its own pair's, in order: equal to reenacting that pair alone.
+  for out, (src, drv) in zip(outs, [(a, d), (b, a)]):
+    np.testing.assert_array_equal(out, reenactor.reenact_image(src, drv))
+  for out, drv in zip(many, [d, b, a]):
+    np.testing.assert_array_equal(out, reenactor.reenact_image(a, drv, paste_back=False))
+  assert not np.array_equal(many[0], many[1])  # different poses give different outputs
   with pytest.raises(ValueError, match="pair them in order"):
     reenactor.reenact_pairs([a, b], [d, d, d])
 
