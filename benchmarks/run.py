@@ -6,7 +6,8 @@ r"""All performance figures of facegen-jax from one run, side by side with PyTor
 For each model size (experiments/configs tiny.py and default.py, synthetic batches, identity and
 perceptual losses off: their pretrained nets are not part of the GAN) and resolution:
   * train step images/s: the jitted G+D step of facegen_jax.train.step (conv_impl "auto", i.e.
-    models/fast_conv.py on CPU) and, at --baseline_resolutions, with XLA's own convolutions;
+    the oneDNN convolutions of models/onednn_conv.py on CPU) and, at --baseline_resolutions, with
+    the XLA formulations of models/fast_conv.py and with XLA's own convolutions;
   * generator inference images/s (`train=False`, jitted);
   * FLOPs per image from XLA's cost analysis of the compiled programs, and the achieved fraction
     of this machine's float32 matmul peak, measured in the same run;
@@ -71,16 +72,40 @@ def cpu_flags() -> str:
     return "unknown"
 
 
-def jax_train(config, batch_np, repeats):
-  """(seconds per step, FLOPs per step, XLA bytes) of the jitted train step."""
+def _compiled_train_step(config, batch_np):
   mesh = sharding.make_mesh(jax.devices()[:1])
   train_step = sharding.jit_train_step(step_lib.make_train_step(config), mesh)
   state = sharding.replicate(state_lib.create_train_state(config), mesh)
   batch = sharding.shard_batch(batch_np, mesh)
   frozen = step_lib.LossNets().frozen_params()
-  compiled = train_step.lower(state, batch, frozen).compile()
+  return train_step.lower(state, batch, frozen).compile(), state, batch, frozen
+
+
+def _flops(compiled) -> float:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", 0.0))
+
+
+def counted_flops(name, res, batch, batch_np=None, infer=False) -> float:
+  """FLOPs per call from XLA's cost analysis of the program with the "fast" XLA formulations.
+
+  XLA cannot see inside the oneDNN custom calls (it counts them as 0 FLOPs), and XLA's own
+  transposed convolutions count the multiplications by the dilation zeros; the "fast" program does
+  the same arithmetic as the oneDNN one, all in ops XLA counts.
+  """
+  config = common.benchmark_config(name, res, batch, conv_impl="fast")
+  if infer:
+    generator = factory.build_generator(config)
+    g_vars, _, (source, mask), _ = common.init_models(config, batch)
+    return common.xla_flops(jax.jit(lambda v, s, m: generator.apply(v, s, m, train=False)["generated"]),
+                            g_vars, source, mask)
+  return _flops(_compiled_train_step(config, batch_np)[0])
+
+
+def jax_train(config, batch_np, repeats):
+  """(seconds per step, FLOPs per step as XLA counts them, XLA bytes) of the jitted train step."""
+  compiled, state, batch, frozen = _compiled_train_step(config, batch_np)
   mem = compiled.memory_analysis()
   mem_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
                - mem.alias_size_in_bytes) if mem is not None else float("nan")
@@ -94,7 +119,7 @@ def jax_train(config, batch_np, repeats):
   metrics = jax.device_get(run())
   if not np.isfinite(float(metrics["g/total"])):
     raise RuntimeError(f"non-finite generator loss at {config.resolution}")
-  return seconds, float(cost.get("flops", 0.0)), mem_bytes
+  return seconds, _flops(compiled), mem_bytes
 
 
 def jax_infer(config, batch_size, repeats):
@@ -145,6 +170,15 @@ def run_other(script, args, timeout):
   return f"$ python benchmarks/{script} {' '.join(args)}   ({time.perf_counter() - start:.0f} s)\n{text}"
 
 
+def conv_backend() -> str:
+  from facegen_jax.models import fast_conv, onednn_conv  # pylint: disable=import-outside-toplevel
+  impl = fast_conv.resolve_impl("auto")
+  if impl == "onednn":
+    return f"oneDNN {onednn_conv.version()} through XLA FFI custom calls"
+  reason = onednn_conv.unavailable_reason()
+  return f"{impl}" + (f" (oneDNN unavailable: {reason})" if reason else "")
+
+
 def fmt(x, spec="{:.2f}"):
   return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else spec.format(x)
 
@@ -157,7 +191,7 @@ def main():
   parser.add_argument("--batch", type=int, default=4, help="images per step")
   parser.add_argument("--repeats", type=int, default=None, help="timed calls per figure (best kept)")
   parser.add_argument("--baseline_resolutions", default=None,
-                      help="resolutions also timed with XLA's own convolutions (default 64,128; quick none)")
+                      help="resolutions also timed with fast_conv and XLA's own convolutions (default 64,128; quick none)")
   parser.add_argument("--no_torch", action="store_true", help="skip PyTorch even when importable")
   parser.add_argument("--no_others", action="store_true", help="skip the other benchmark scripts")
   parser.add_argument("--other_timeout", type=int, default=300, help="seconds per other script")
@@ -189,12 +223,16 @@ def main():
       batch_np = common.synthetic_batch(config, args.batch)
       b = args.batch
       row = {"config": name, "res": res}
-      t, flops, mem = jax_train(config, batch_np, repeats)
-      row.update(train_ips=b / t, train_s=t, train_gflop=flops / b / 1e9, train_peak=flops / t / peak, mem=mem / 2**20)
+      t, _, mem = jax_train(config, batch_np, repeats)
       if res in baseline:
+        t_fast, flops, _ = jax_train(common.benchmark_config(name, res, b, conv_impl="fast"), batch_np, repeats)
         t_xla, _, _ = jax_train(common.benchmark_config(name, res, b, conv_impl="xla"), batch_np, repeats)
-        row["xla_ips"] = b / t_xla
-      t_inf, inf_flops = jax_infer(config, b, repeats)
+        row.update(fast_ips=b / t_fast, xla_ips=b / t_xla)
+      else:
+        flops = counted_flops(name, res, b, batch_np)
+      row.update(train_ips=b / t, train_s=t, train_gflop=flops / b / 1e9, train_peak=flops / t / peak, mem=mem / 2**20)
+      t_inf, _ = jax_infer(config, b, repeats)
+      inf_flops = counted_flops(name, res, b, infer=True)
       row.update(infer_ips=b / t_inf, infer_s=t_inf, infer_gflop=inf_flops / b / 1e9, infer_peak=inf_flops / t_inf / peak)
       if use_torch:
         row["torch_train_s"] = torch_train(config, batch_np, repeats)
@@ -205,7 +243,8 @@ def main():
       print(f"{name:8s} {res:4d}  train {row['train_ips']:7.2f} img/s ({100 * row['train_peak']:.0f}% of peak, "
             f"{row['train_gflop']:.2f} GFLOP/img)  infer {row['infer_ips']:7.2f} img/s"
             + (f"  | JAX/torch train {row['train_ratio']:.2f}x, infer {row['infer_ratio']:.2f}x" if use_torch else "")
-            + (f"  | XLA convs {row['xla_ips']:.2f} img/s" if "xla_ips" in row else ""), flush=True)
+            + (f"  | fast_conv {row['fast_ips']:.2f}, XLA convs {row['xla_ips']:.2f} img/s" if "xla_ips" in row else ""),
+            flush=True)
 
   others = []
   if not args.no_others and not args.quick:
@@ -241,16 +280,19 @@ def write_markdown(args, rows, others, peak, torch_peak, maxrss_mb, load_start, 
       f"- batch {args.batch}; times are the best of {repeats} calls after a warm-up; process peak RSS "
       f"{maxrss_mb:.0f} MiB",
       "",
-      "| config | res | train img/s | train img/s, XLA convs | torch train img/s | train JAX/torch | "
-      "train GFLOP/img | train % of peak | infer img/s | torch infer img/s | infer JAX/torch | infer GFLOP/img | "
-      "infer % of peak | XLA train memory MiB |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+      f"- convolutions (`conv_impl` \"auto\"): {conv_backend()}",
+      "",
+      "| config | res | train img/s | train img/s, fast_conv | train img/s, XLA convs | torch train img/s | "
+      "train JAX/torch | train GFLOP/img | train % of peak | infer img/s | torch infer img/s | infer JAX/torch | "
+      "infer GFLOP/img | infer % of peak | XLA train memory MiB |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in rows:
     t_train = args.batch / r["torch_train_s"] if use_torch else None
     t_infer = args.batch / r["torch_infer_s"] if use_torch else None
     lines.append(
-        f"| {r['config']} | {r['res']} | {fmt(r['train_ips'])} | {fmt(r.get('xla_ips'))} | {fmt(t_train)} | "
+        f"| {r['config']} | {r['res']} | {fmt(r['train_ips'])} | {fmt(r.get('fast_ips'))} | {fmt(r.get('xla_ips'))} | "
+        f"{fmt(t_train)} | "
         f"{fmt(r.get('train_ratio'), '{:.2f}x')} | {fmt(r['train_gflop'])} | {fmt(100 * r['train_peak'], '{:.0f}%')} | "
         f"{fmt(r['infer_ips'])} | {fmt(t_infer)} | {fmt(r.get('infer_ratio'), '{:.2f}x')} | {fmt(r['infer_gflop'])} | "
         f"{fmt(100 * r['infer_peak'], '{:.0f}%')} | {fmt(r['mem'], '{:.0f}')} |")
@@ -259,12 +301,15 @@ def write_markdown(args, rows, others, peak, torch_peak, maxrss_mb, load_start, 
       "- train step: one G+D update of `facegen_jax.train.step` (G forward, D step on real + fake, G step on "
       "pixel + reconstruction L1 + hinge adversarial, EMA), jitted, synthetic batch; the PyTorch column runs "
       "`benchmarks/torch_reference.TorchTrainStep` (same layers, shapes and FLOPs).",
-      "- `train img/s, XLA convs`: the same step with `config.model.conv_impl = \"xla\"` (XLA's own convolution "
-      "gradients instead of `facegen_jax/models/fast_conv.py`).",
-      "- GFLOP/img: XLA's cost analysis of the compiled program (all ops), divided by the batch; % of peak = those "
-      "FLOPs per second over the matmul peak above.",
+      "- `train img/s` and `infer img/s`: `conv_impl` \"auto\" (on CPU the oneDNN convolutions of "
+      "`facegen_jax/models/onednn_conv.py` where they build, else fast_conv); `train img/s, fast_conv`: "
+      "`conv_impl = \"fast\"` (the stride-1 reformulations in XLA of `facegen_jax/models/fast_conv.py`); "
+      "`XLA convs`: `conv_impl = \"xla\"` (XLA's own convolution gradients).",
+      "- GFLOP/img: XLA's cost analysis of the program with `conv_impl = \"fast\"` (same arithmetic; XLA counts no "
+      "FLOPs inside the oneDNN custom calls), divided by the batch; % of peak = those FLOPs per second over the "
+      "matmul peak above.",
       "- XLA train memory: arguments + outputs + temporaries - donated aliases of the compiled train step "
-      "(`compiled.memory_analysis()`).",
+      "(`compiled.memory_analysis()`; oneDNN's per-call scratch buffers are not included).",
   ]
   if others:
     lines += ["", "## Other benchmark scripts", "", "```"] + "\n\n".join(others).splitlines() + ["```"]

@@ -28,7 +28,7 @@ class ReconstructionDecoder(nn.Module):
     kernel_size: kernel of the transposed convolutions.
     norm: normalization after each intermediate transposed conv.
     activation: name of the activation opening each level.
-    conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
+    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
   """
 
   features: Sequence[int]
@@ -81,7 +81,7 @@ class GenerationDecoder(nn.Module):
     merge_levels: 1-based levels that concatenate a reconstruction output; None = all.
     kernel_size, norm, activation: as in ReconstructionDecoder.
     gamma_kernel, beta_kernel, hidden_features, modulation: MaskAffineNorm settings.
-    conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
+    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
     level_order: "spade" or "spec" (step c above).
   """
 

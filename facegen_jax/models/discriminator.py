@@ -14,7 +14,7 @@ class PatchDiscriminator(nn.Module):
     num_layers: number of stride-2 convolutions.
     norm: normalization of all but the first conv ("instance", "batch" or "none").
     spectral_norm: wrap every conv in spectral normalization (stats in 'batch_stats').
-    conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
+    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
   """
 
   base_features: int = 64

@@ -15,7 +15,7 @@ class TextureEncoder(nn.Module):
     features: output channels of each layer; `len(features)` = s >= 2 layers.
     kernel_size: spatial kernel of every stride-2 convolution.
     norm: normalization after each conv (SPEC: "batch").
-    conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
+    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
   """
 
   features: Sequence[int]

@@ -53,7 +53,7 @@ class Generator(nn.Module):
     gamma_kernel, beta_kernel, hidden_features, modulation: MaskAffineNorm settings.
     level_order: generation-decoder order, "spade" or "spec" (see GenerationDecoder).
     dtype: computation dtype (parameters stay float32).
-    conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
+    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
   """
 
   resolution: int = 256

@@ -85,7 +85,7 @@ class MaskPyramid(nn.Module):
     method: one of MASK_RESIZE_METHODS; "strided_conv" learns the down-sampling with a chain of
       3x3 stride-2 convolutions (`features` channels each, leaky ReLU), one per halving.
     features: channels of the strided-conv path.
-    conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
+    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
   """
 
   sizes: Sequence[int]

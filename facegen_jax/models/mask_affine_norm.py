@@ -25,7 +25,7 @@ class MaskAffineNorm(nn.Module):
     modulation: "residual" for `x * (1 + gamma) + beta` (SPADE), "plain" for `x * gamma + beta`.
     norm: "batch" (batch statistics; running averages at inference) or "instance".
     momentum: running-average momentum of the batch statistics.
-    conv_impl: convolution implementation, "auto" | "fast" | "xla" (see models/fast_conv.py).
+    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
   """
 
   gamma_kernel: int = 3

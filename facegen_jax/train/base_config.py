@@ -33,8 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.hidden_features = 128  # shared conv over the mask before gamma/beta; 0 = none
   c.model.modulation = "residual"  # x * (1 + gamma) + beta; "plain": x * gamma + beta
   c.model.level_order = "spade"  # generation decoder: fuse -> act -> up; "spec": fuse -> up -> norm -> act
-  # Convolutions of generator and discriminator: "auto" = "fast" (models/fast_conv.py) on CPU,
-  # XLA's own on GPU/TPU; "fast" | "xla" to force one (env FACEGEN_CONV_IMPL overrides "auto").
+  # Convolutions of generator and discriminator: "auto" = "onednn" (models/onednn_conv.py) on CPU
+  # where it builds, else "fast" (models/fast_conv.py); XLA's own on GPU/TPU. "onednn" | "fast" |
+  # "xla" to force one (env FACEGEN_CONV_IMPL overrides "auto").
   c.model.conv_impl = "auto"
 
   c.discriminator = ml_collections.ConfigDict()

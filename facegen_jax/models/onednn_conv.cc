@@ -1,0 +1,195 @@
+// XLA FFI handlers running 2-D convolutions (forward, data gradient, weight gradient) on oneDNN.
+//
+// Built on first use by facegen_jax/models/onednn_conv.py (g++ against jaxlib's FFI headers and the
+// onednn-devel-cpu-gomp headers) and registered as XLA:CPU custom calls. Layouts are JAX's:
+// activations NHWC, weights HWIO, float32. One "canonical" convolution is described by its stride
+// and padding; the three handlers are its three oneDNN primitives:
+//   facegen_conv_fwd:          src [N,H,W,Ci], wt [kh,kw,Ci,Co]      -> dst [N,Ho,Wo,Co]
+//   facegen_conv_bwd_data:     diff_dst [N,Ho,Wo,Co], wt             -> diff_src [N,H,W,Ci]
+//   facegen_conv_bwd_weights:  src [N,H,W,Ci], diff_dst [N,Ho,Wo,Co] -> diff_wt [kh,kw,Ci,Co]
+// Primitive descriptors are built once per shape and cached; activations stay in NHWC (oneDNN's
+// AVX-512/AVX2 kernels take it directly); weights are reordered to the layout the primitive picks.
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using Tag = memory::format_tag;
+using DT = memory::data_type;
+
+namespace {
+
+enum Kind { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// N, Ci, H, W, Co, Ho, Wo, kh, kw, sh, sw, pt, pb, pl, pr
+using Key = std::array<int64_t, 16>;
+
+struct Plan {
+  dnnl::primitive prim;
+  memory::desc user_wt;  // HWIO
+  memory::desc prim_wt;  // what the primitive wants (weights or diff weights)
+  memory::desc src, dst;
+  memory::desc scratchpad;  // user-managed, allocated per call: concurrent calls (one per XLA
+                            // device) never share oneDNN's library-owned scratchpad
+  bool reorder_wt;
+};
+
+std::mutex cache_mu;
+std::map<Key, std::shared_ptr<Plan>> cache;
+
+std::shared_ptr<Plan> GetPlan(const Key& key) {
+  {
+    std::lock_guard<std::mutex> lock(cache_mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  const int64_t n = key[1], ci = key[2], h = key[3], w = key[4], co = key[5], ho = key[6], wo = key[7];
+  const int64_t kh = key[8], kw = key[9];
+  memory::dims strides = {key[10], key[11]};
+  memory::dims pad_l = {key[12], key[14]}, pad_r = {key[13], key[15]};
+  memory::desc src({n, ci, h, w}, DT::f32, Tag::nhwc);
+  memory::desc dst({n, co, ho, wo}, DT::f32, Tag::nhwc);
+  memory::desc wt_any({co, ci, kh, kw}, DT::f32, Tag::any);
+  auto plan = std::make_shared<Plan>();
+  plan->user_wt = memory::desc({co, ci, kh, kw}, DT::f32, Tag::hwio);
+  plan->src = src;
+  plan->dst = dst;
+  auto& eng = Engine();
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  dnnl::convolution_forward::primitive_desc fwd(eng, dnnl::prop_kind::forward_training,
+                                                dnnl::algorithm::convolution_direct, src, wt_any, dst,
+                                                strides, pad_l, pad_r, attr);
+  switch (key[0]) {
+    case kFwd:
+      plan->prim_wt = fwd.weights_desc();
+      plan->scratchpad = fwd.scratchpad_desc();
+      plan->prim = dnnl::convolution_forward(fwd);
+      break;
+    case kBwdData: {
+      dnnl::convolution_backward_data::primitive_desc pd(eng, dnnl::algorithm::convolution_direct, src, wt_any,
+                                                         dst, strides, pad_l, pad_r, fwd, attr);
+      plan->prim_wt = pd.weights_desc();
+      plan->scratchpad = pd.scratchpad_desc();
+      plan->prim = dnnl::convolution_backward_data(pd);
+      break;
+    }
+    default: {
+      dnnl::convolution_backward_weights::primitive_desc pd(eng, dnnl::algorithm::convolution_direct, src,
+                                                            wt_any, dst, strides, pad_l, pad_r, fwd, attr);
+      plan->prim_wt = pd.diff_weights_desc();
+      plan->scratchpad = pd.scratchpad_desc();
+      plan->prim = dnnl::convolution_backward_weights(pd);
+      break;
+    }
+  }
+  plan->reorder_wt = plan->prim_wt != plan->user_wt;
+  std::lock_guard<std::mutex> lock(cache_mu);
+  cache.emplace(key, plan);
+  return plan;
+}
+
+Key MakeKey(Kind kind, ffi::Span<const int64_t> src, ffi::Span<const int64_t> dst, ffi::Span<const int64_t> wt, int64_t sh, int64_t sw,
+            int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  return Key{kind, src[0], src[3], src[1], src[2], dst[3], dst[1], dst[2], wt[0], wt[1], sh, sw, pt, pb, pl, pr};
+}
+
+ffi::Error Run(Kind kind, void* a, void* b, void* out, const Key& key) {
+  try {
+    auto plan = GetPlan(key);
+    auto& eng = Engine();
+    dnnl::stream stream(eng);
+    std::unordered_map<int, memory> args;
+    memory scratchpad(plan->scratchpad, eng);
+    if (kind == kFwd || kind == kBwdData) {
+      memory wt_user(plan->user_wt, eng, b);
+      memory wt = wt_user;
+      if (plan->reorder_wt) {
+        wt = memory(plan->prim_wt, eng);
+        dnnl::reorder(wt_user, wt).execute(stream, wt_user, wt);
+      }
+      if (kind == kFwd) {
+        args = {{DNNL_ARG_SRC, memory(plan->src, eng, a)}, {DNNL_ARG_WEIGHTS, wt},
+                {DNNL_ARG_DST, memory(plan->dst, eng, out)}};
+      } else {
+        args = {{DNNL_ARG_DIFF_DST, memory(plan->dst, eng, a)}, {DNNL_ARG_WEIGHTS, wt},
+                {DNNL_ARG_DIFF_SRC, memory(plan->src, eng, out)}};
+      }
+      args.emplace(DNNL_ARG_SCRATCHPAD, scratchpad);
+      plan->prim.execute(stream, args);
+    } else {
+      memory dwt_user(plan->user_wt, eng, out);
+      memory dwt = plan->reorder_wt ? memory(plan->prim_wt, eng) : dwt_user;
+      args = {{DNNL_ARG_SRC, memory(plan->src, eng, a)}, {DNNL_ARG_DIFF_DST, memory(plan->dst, eng, b)},
+              {DNNL_ARG_DIFF_WEIGHTS, dwt}, {DNNL_ARG_SCRATCHPAD, scratchpad}};
+      plan->prim.execute(stream, args);
+      if (plan->reorder_wt) dnnl::reorder(dwt, dwt_user).execute(stream, dwt, dwt_user);
+    }
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN convolution failed: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error ConvFwd(ffi::Buffer<ffi::F32> src, ffi::Buffer<ffi::F32> wt, ffi::ResultBuffer<ffi::F32> dst,
+                   int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  return Run(kFwd, src.untyped_data(), wt.untyped_data(), dst->untyped_data(),
+             MakeKey(kFwd, src.dimensions(), dst->dimensions(), wt.dimensions(), sh, sw, pt, pb, pl, pr));
+}
+
+ffi::Error ConvBwdData(ffi::Buffer<ffi::F32> diff_dst, ffi::Buffer<ffi::F32> wt,
+                       ffi::ResultBuffer<ffi::F32> diff_src, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
+                       int64_t pl, int64_t pr) {
+  return Run(kBwdData, diff_dst.untyped_data(), wt.untyped_data(), diff_src->untyped_data(),
+             MakeKey(kBwdData, diff_src->dimensions(), diff_dst.dimensions(), wt.dimensions(), sh, sw, pt, pb,
+                     pl, pr));
+}
+
+ffi::Error ConvBwdWeights(ffi::Buffer<ffi::F32> src, ffi::Buffer<ffi::F32> diff_dst,
+                          ffi::ResultBuffer<ffi::F32> diff_wt, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
+                          int64_t pl, int64_t pr) {
+  return Run(kBwdWeights, src.untyped_data(), diff_dst.untyped_data(), diff_wt->untyped_data(),
+             MakeKey(kBwdWeights, src.dimensions(), diff_dst.dimensions(), diff_wt->dimensions(), sh, sw, pt,
+                     pb, pl, pr));
+}
+
+#define FACEGEN_ATTRS                                                                                   \
+  .Attr<int64_t>("sh").Attr<int64_t>("sw").Attr<int64_t>("pt").Attr<int64_t>("pb").Attr<int64_t>("pl") \
+      .Attr<int64_t>("pr")
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvFwd, ConvFwd,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() FACEGEN_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvBwdData, ConvBwdData,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() FACEGEN_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvBwdWeights, ConvBwdWeights,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() FACEGEN_ATTRS);
+
+// The oneDNN version this was built against, for error messages and BENCHMARKS.md.
+extern "C" const char* facegen_onednn_version() {
+  static std::string v;
+  if (v.empty()) {
+    const dnnl_version_t* ver = dnnl_version();
+    v = std::to_string(ver->major) + "." + std::to_string(ver->minor) + "." + std::to_string(ver->patch);
+  }
+  return v.c_str();
+}

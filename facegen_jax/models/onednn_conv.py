@@ -1,0 +1,303 @@
+"""2-D convolutions on oneDNN through XLA FFI custom calls: the CPU convolution backend.
+
+XLA:CPU's own convolutions (YNNPACK/Eigen) run the train step's convolution gradients at a
+fraction of the machine's peak; PyTorch runs the same layers on oneDNN. This module runs each
+convolution's forward pass and both gradients as oneDNN primitives inside the jitted XLA program
+(`jax.ffi`), on JAX's own NHWC/HWIO buffers, with no copy to another framework:
+
+* `conv2d(x, w, strides, pads)`: `lax.conv_general_dilated` for NHWC/HWIO float32, any stride,
+  non-negative explicit padding; gradients by oneDNN's backward-data and backward-weights.
+* `conv_transpose2d(x, w, strides, pads)`: `lax.conv_general_dilated(x, w, (1, 1), pads,
+  lhs_dilation=strides)` (a transposed convolution, kernel not flipped), run as the
+  backward-data primitive of the strided convolution it transposes.
+
+The C++ handlers (`onednn_conv.cc`) are compiled with g++ on first use against jaxlib's FFI
+headers and the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels, and cached under
+`$FACEGEN_CACHE_DIR` (default `~/.cache/facegen_jax`). `available()` says whether that worked and
+`unavailable_reason()` why not; `models/fast_conv.py` falls back to its XLA formulations then.
+
+Sharding: every custom call carries a Shardy sharding rule. The batch dimension of the forward
+and backward-data calls is sharded like their inputs, and the weight gradient treats the batch
+as a reduction factor (each device reduces its shard, then one all-reduce), so a data-parallel
+`jax.jit` over a device mesh partitions them like XLA's own convolutions: no activation is
+gathered.
+"""
+
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend import core as jex_core
+from jax.interpreters import batching as batching_lib
+from jax.interpreters import mlir
+from jax._src import dispatch  # pylint: disable=g-importing-member
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+_SOURCE = pathlib.Path(__file__).with_name("onednn_conv.cc")
+_TARGETS = {"fwd": "facegen_conv_fwd", "bwd_data": "facegen_conv_bwd_data", "bwd_weights": "facegen_conv_bwd_weights"}
+_SYMBOLS = {"fwd": "FacegenConvFwd", "bwd_data": "FacegenConvBwdData", "bwd_weights": "FacegenConvBwdWeights"}
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _dnnl_roots() -> list[pathlib.Path]:
+  roots = []
+  if os.environ.get("DNNL_ROOT"):
+    roots.append(pathlib.Path(os.environ["DNNL_ROOT"]))
+  roots += [pathlib.Path(sys.prefix), pathlib.Path(site.getuserbase()), pathlib.Path(sys.base_prefix)]
+  return roots
+
+
+def _find_dnnl() -> tuple[pathlib.Path, pathlib.Path]:
+  for root in _dnnl_roots():
+    header, lib = root / "include" / "oneapi" / "dnnl" / "dnnl.hpp", root / "lib" / "libdnnl.so"
+    if header.exists() and lib.exists():
+      return header.parent.parent.parent, lib.parent
+  raise RuntimeError(
+      "oneDNN not found (looked for include/oneapi/dnnl/dnnl.hpp and lib/libdnnl.so under "
+      f"{', '.join(str(r) for r in _dnnl_roots())}). Install it with `pip install onednn-cpu-gomp "
+      "onednn-devel-cpu-gomp` (the project's setup does), or set DNNL_ROOT.")
+
+
+def cache_dir() -> pathlib.Path:
+  return pathlib.Path(os.environ.get("FACEGEN_CACHE_DIR", pathlib.Path.home() / ".cache" / "facegen_jax"))
+
+
+def _build() -> pathlib.Path:
+  """Compiles `onednn_conv.cc` once per (source, jaxlib, oneDNN) and returns the shared library."""
+  include, libdir = _find_dnnl()
+  ffi_include = pathlib.Path(jax.ffi.include_dir())
+  compiler = os.environ.get("CXX", "g++")
+  if shutil.which(compiler) is None:
+    raise RuntimeError(f"no C++ compiler {compiler!r} on PATH to build {_SOURCE.name} (install g++ or set CXX)")
+  digest = hashlib.sha256()
+  digest.update(_SOURCE.read_bytes())
+  digest.update(f"{jax.__version__}|{jax.lib.__file__}|{include}|{libdir}|{compiler}".encode())
+  out = cache_dir() / "onednn_conv" / digest.hexdigest()[:16] / "libfacegen_onednn_conv.so"
+  if out.exists():
+    return out
+  out.parent.mkdir(parents=True, exist_ok=True)
+  cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{include}", f"-I{ffi_include}", str(_SOURCE),
+         f"-L{libdir}", "-ldnnl", f"-Wl,-rpath,{libdir}"]
+  with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".so", delete=False) as tmp:
+    pass
+  try:
+    proc = subprocess.run(cmd + ["-o", tmp.name], capture_output=True, text=True)
+    if proc.returncode != 0:
+      raise RuntimeError(f"building {_SOURCE.name} failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+    os.replace(tmp.name, out)  # atomic: concurrent processes never load a half-written library
+  finally:
+    if os.path.exists(tmp.name):
+      os.unlink(tmp.name)
+  return out
+
+
+def _load() -> None:
+  with _lock:
+    if _state:
+      return
+    try:
+      path = _build()
+      lib = ctypes.CDLL(str(path))
+      for key, symbol in _SYMBOLS.items():
+        jax.ffi.register_ffi_target(_TARGETS[key], jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+      lib.facegen_onednn_version.restype = ctypes.c_char_p
+      _state.update(ok=True, path=path, version=lib.facegen_onednn_version().decode(), lib=lib)
+    except Exception as e:  # pylint: disable=broad-except
+      _state.update(ok=False, reason=f"{type(e).__name__}: {e}")
+
+
+def available() -> bool:
+  """Whether the oneDNN convolutions are built and registered (builds them on first call)."""
+  _load()
+  return _state["ok"]
+
+
+def unavailable_reason() -> Optional[str]:
+  _load()
+  return None if _state["ok"] else _state["reason"]
+
+
+def version() -> Optional[str]:
+  """The oneDNN version the handlers were built against, or None."""
+  return _state.get("version") if available() else None
+
+
+# ----------------------------------------------------------------------------------------------
+# The custom calls: one JAX primitive per kind, lowered to its FFI target, wrapped in
+# `custom_partitioning` so that a sharded jit runs each device's batch shard locally.
+
+_ATTRS = ("sh", "sw", "pt", "pb", "pl", "pr")
+# Factor names: n batch, (h, w) src spatial, c src channels, (p, q) dst spatial, o dst channels,
+# (i, j) kernel. Only the batch may be sharded: every other factor needs replication.
+_RULES = {
+    "fwd": "n h w c, i j c o -> n p q o",
+    "bwd_data": "n p q o, i j c o -> n h w c",
+    "bwd_weights": "n h w c, n p q o -> i j c o",
+}
+
+
+def _abstract_eval(a, b, *, out_shape, **_):
+  del a, b
+  return jax.core.ShapedArray(out_shape, jnp.float32)
+
+
+def _make_primitive(kind: str):
+  prim = jex_core.Primitive(f"facegen_onednn_conv_{kind}")
+  prim.def_impl(functools.partial(dispatch.apply_primitive, prim))
+  prim.def_abstract_eval(_abstract_eval)
+
+  def lowering(ctx, a, b, *, out_shape, **attrs):
+    del out_shape
+    return jax.ffi.ffi_lowering(_TARGETS[kind])(ctx, a, b, **{k: np.int64(v) for k, v in attrs.items()})
+
+  def batching(args, dims, **params):
+    # vmap: one call per mapped index (the convolutions' own batch dimension is the fast one).
+    size = next(x.shape[d] for x, d in zip(args, dims) if d is not batching_lib.not_mapped)
+    moved = [jnp.moveaxis(x, d, 0) if d is not batching_lib.not_mapped else jnp.broadcast_to(x, (size,) + x.shape)
+             for x, d in zip(args, dims)]
+    return lax.map(lambda ab: prim.bind(*ab, **params), tuple(moved)), 0
+
+  mlir.register_lowering(prim, lowering, platform="cpu")
+  batching_lib.primitive_batchers[prim] = batching
+  return prim
+
+
+_PRIMS = {kind: _make_primitive(kind) for kind in _TARGETS}
+
+
+def _batch_axes(sharding) -> tuple:
+  """The mesh axes the leading (batch) dimension of an operand is sharded over."""
+  spec = getattr(sharding, "spec", None)
+  if not spec or spec[0] is None:
+    return ()
+  return tuple(spec[0]) if isinstance(spec[0], tuple) else (spec[0],)
+
+
+def _make_partitioned(kind: str):
+  prim = _PRIMS[kind]
+
+  def call(a, b, out_shape, attrs):
+    return prim.bind(a, b, out_shape=out_shape, **dict(zip(_ATTRS, attrs)))
+
+  fn = custom_partitioning(call, static_argnums=(2, 3))
+
+  def shardings(mesh, arg_shapes):
+    axes = _batch_axes(arg_shapes[0].sharding)
+    batch = NamedSharding(mesh, P(axes if axes else None))
+    replicated = NamedSharding(mesh, P())
+    args = (batch, batch) if kind == "bwd_weights" else (batch, replicated)
+    return axes, args, replicated if kind == "bwd_weights" else batch
+
+  def infer(out_shape, attrs, mesh, arg_shapes, result_shape):
+    del out_shape, attrs, result_shape
+    return shardings(mesh, arg_shapes)[2]
+
+  def partition(out_shape, attrs, mesh, arg_shapes, result_shape):
+    del result_shape
+    axes, arg_shardings, out_sharding = shardings(mesh, arg_shapes)
+    shards = int(np.prod([mesh.shape[ax] for ax in axes])) if axes else 1
+    local = out_shape if kind == "bwd_weights" else (out_shape[0] // shards,) + tuple(out_shape[1:])
+
+    def lower(a, b):
+      y = call(a, b, local, attrs)
+      if kind == "bwd_weights" and axes:
+        y = lax.psum(y, axes)  # each device's weight gradient covers its batch shard
+      return y
+
+    return mesh, lower, out_sharding, arg_shardings
+
+  order = [f for f in _RULES[kind] if f.isalpha()]
+  fn.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=_RULES[kind],
+                   reduction_factors=("n",) if kind == "bwd_weights" else (),
+                   need_replication_factors=tuple(sorted(set(order) - {"n"}, key=order.index)))
+  return fn
+
+
+_PARTITIONED = {kind: _make_partitioned(kind) for kind in _TARGETS}
+
+
+def _ffi(kind: str, out_shape: Sequence[int], a, b, strides, pads: Pads):
+  if not available():
+    raise RuntimeError(f"oneDNN convolutions unavailable: {unavailable_reason()}")
+  attrs = (strides[0], strides[1], pads[0][0], pads[0][1], pads[1][0], pads[1][1])
+  return _PARTITIONED[kind](a, b, tuple(int(d) for d in out_shape), tuple(int(v) for v in attrs))
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolutions with their gradients.
+
+def out_size(size: int, k: int, stride: int, pad: tuple[int, int]) -> int:
+  return (size + pad[0] + pad[1] - k) // stride + 1
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d(x, w, strides: tuple[int, int], pads: Pads):
+  """NHWC x HWIO -> NHWC convolution (float32, explicit non-negative padding) on oneDNN."""
+  n, h, wd, _ = x.shape
+  kh, kw, _, o = w.shape
+  shape = (n, out_size(h, kh, strides[0], pads[0]), out_size(wd, kw, strides[1], pads[1]), o)
+  return _ffi("fwd", shape, x, w, strides, pads)
+
+
+def _conv2d_fwd(x, w, strides, pads):
+  return conv2d(x, w, strides, pads), (x, w)
+
+
+def _conv2d_bwd(strides, pads, res, g):
+  x, w = res
+  return _ffi("bwd_data", x.shape, g, w, strides, pads), _ffi("bwd_weights", w.shape, x, g, strides, pads)
+
+
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+def _transpose_canonical(x_hw, w_hw, strides, pads: Pads):
+  """Padding of the strided convolution whose data gradient is the transposed convolution."""
+  return tuple((k - 1 - p[0], k - 1 - p[1]) for k, p in zip(w_hw, pads))
+
+
+def _flip_io(w):
+  return jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_transpose2d(x, w, strides: tuple[int, int], pads: Pads):
+  """`lax.conv_general_dilated(x, w, (1, 1), pads, lhs_dilation=strides)` on oneDNN."""
+  return _conv_transpose_fwd(x, w, strides, pads)[0]
+
+
+def _conv_transpose_fwd(x, w, strides, pads):
+  n, h, wd, _ = x.shape
+  kh, kw, _, o = w.shape
+  shape = (n, (h - 1) * strides[0] + 1 + sum(pads[0]) - kh + 1, (wd - 1) * strides[1] + 1 + sum(pads[1]) - kw + 1, o)
+  cpads = _transpose_canonical(x.shape[1:3], (kh, kw), strides, pads)
+  return _ffi("bwd_data", shape, x, _flip_io(w), strides, cpads), (x, w)
+
+
+def _conv_transpose_bwd(strides, pads, res, g):
+  x, w = res
+  cpads = _transpose_canonical(x.shape[1:3], w.shape[:2], strides, pads)
+  dx = _ffi("fwd", x.shape, g, _flip_io(w), strides, cpads)
+  dw_canon = _ffi("bwd_weights", _flip_io(w).shape, g, x, strides, cpads)
+  return dx, _flip_io(dw_canon)
+
+
+conv_transpose2d.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
