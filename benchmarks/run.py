@@ -216,6 +216,19 @@ def main():
   print(f"float32 matmul peak: JAX {peak / 1e9:.1f} GFLOP/s" +
         (f", PyTorch {torch_peak / 1e9:.1f} GFLOP/s" if torch_peak else ""), flush=True)
 
+  # PyTorch first, before any oneDNN convolution runs in this process: both use libgomp (PyTorch's
+  # copy serves both), and once oneDNN has OpenMP teams on XLA's threads, libgomp has more threads
+  # than cores and throttles its spin-waits; PyTorch's small-op steps then ran up to 3x slower.
+  torch_times = {}
+  if use_torch:
+    for name in args.configs.split(","):
+      for res in resolutions:
+        config = common.benchmark_config(name, res, args.batch)
+        batch_np = common.synthetic_batch(config, args.batch)
+        torch_times[name, res] = (torch_train(config, batch_np, repeats), torch_infer(config, batch_np, repeats))
+        print(f"torch    {name:8s} {res:4d}  train {args.batch / torch_times[name, res][0]:7.2f} img/s  infer "
+              f"{args.batch / torch_times[name, res][1]:7.2f} img/s", flush=True)
+
   rows = []
   for name in args.configs.split(","):
     for res in resolutions:
@@ -235,8 +248,7 @@ def main():
       inf_flops = counted_flops(name, res, b, infer=True)
       row.update(infer_ips=b / t_inf, infer_s=t_inf, infer_gflop=inf_flops / b / 1e9, infer_peak=inf_flops / t_inf / peak)
       if use_torch:
-        row["torch_train_s"] = torch_train(config, batch_np, repeats)
-        row["torch_infer_s"] = torch_infer(config, batch_np, repeats)
+        row["torch_train_s"], row["torch_infer_s"] = torch_times[name, res]
         row["train_ratio"] = row["train_s"] / row["torch_train_s"]
         row["infer_ratio"] = row["infer_s"] / row["torch_infer_s"]
       rows.append(row)
@@ -300,7 +312,9 @@ def write_markdown(args, rows, others, peak, torch_peak, maxrss_mb, load_start, 
       "",
       "- train step: one G+D update of `facegen_jax.train.step` (G forward, D step on real + fake, G step on "
       "pixel + reconstruction L1 + hinge adversarial, EMA), jitted, synthetic batch; the PyTorch column runs "
-      "`benchmarks/torch_reference.TorchTrainStep` (same layers, shapes and FLOPs).",
+      "`benchmarks/torch_reference.TorchTrainStep` (same layers, shapes and FLOPs). PyTorch is timed first, "
+      "before any oneDNN convolution runs in the process: the two share one libgomp, and afterwards its "
+      "throttled spin-waits made PyTorch's small-op steps up to 3x slower.",
       "- `train img/s` and `infer img/s`: `conv_impl` \"auto\" (on CPU the oneDNN convolutions of "
       "`facegen_jax/models/onednn_conv.py` where they build, else fast_conv); `train img/s, fast_conv`: "
       "`conv_impl = \"fast\"` (the stride-1 reformulations in XLA of `facegen_jax/models/fast_conv.py`); "

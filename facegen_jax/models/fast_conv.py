@@ -32,6 +32,7 @@ figures of one run).
 """
 
 import functools
+import logging
 import os
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -60,16 +61,21 @@ def resolve_impl(impl: str) -> str:
       impl = env
     elif jax.default_backend() != "cpu":
       return "xla"
+    elif onednn_conv.available():
+      return "onednn"
     else:
-      return "onednn" if onednn_conv.available() else "fast"
+      _warn_fallback_once()
+      return "fast"
   if impl == "onednn" and not onednn_conv.available():
     raise RuntimeError(f"conv_impl='onednn' but the oneDNN convolutions are unavailable: "
                        f"{onednn_conv.unavailable_reason()}")
   return impl
 
 
-def _xla_conv(x, w, pads: Pads):
-  return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_DN)
+@functools.lru_cache(maxsize=1)
+def _warn_fallback_once():
+  logging.warning("oneDNN convolutions unavailable (%s); using the slower XLA formulations of "
+                  "models/fast_conv.py", onednn_conv.unavailable_reason())
 
 
 def _xla_conv(x, w, strides, pads: Pads):

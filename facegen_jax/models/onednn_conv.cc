@@ -46,6 +46,7 @@ struct Plan {
   memory::desc scratchpad;  // user-managed, allocated per call: concurrent calls (one per XLA
                             // device) never share oneDNN's library-owned scratchpad
   bool reorder_wt;
+  dnnl::primitive wt_reorder;  // user_wt -> prim_wt (diff weights: prim_wt -> user_wt)
 };
 
 std::mutex cache_mu;
@@ -98,6 +99,11 @@ std::shared_ptr<Plan> GetPlan(const Key& key) {
     }
   }
   plan->reorder_wt = plan->prim_wt != plan->user_wt;
+  if (plan->reorder_wt) {
+    plan->wt_reorder = key[0] == kBwdWeights
+                           ? dnnl::reorder(dnnl::reorder::primitive_desc(eng, plan->prim_wt, eng, plan->user_wt))
+                           : dnnl::reorder(dnnl::reorder::primitive_desc(eng, plan->user_wt, eng, plan->prim_wt));
+  }
   std::lock_guard<std::mutex> lock(cache_mu);
   cache.emplace(key, plan);
   return plan;
@@ -120,7 +126,7 @@ ffi::Error Run(Kind kind, void* a, void* b, void* out, const Key& key) {
       memory wt = wt_user;
       if (plan->reorder_wt) {
         wt = memory(plan->prim_wt, eng);
-        dnnl::reorder(wt_user, wt).execute(stream, wt_user, wt);
+        plan->wt_reorder.execute(stream, {{DNNL_ARG_FROM, wt_user}, {DNNL_ARG_TO, wt}});
       }
       if (kind == kFwd) {
         args = {{DNNL_ARG_SRC, memory(plan->src, eng, a)}, {DNNL_ARG_WEIGHTS, wt},
@@ -137,7 +143,7 @@ ffi::Error Run(Kind kind, void* a, void* b, void* out, const Key& key) {
       args = {{DNNL_ARG_SRC, memory(plan->src, eng, a)}, {DNNL_ARG_DIFF_DST, memory(plan->dst, eng, b)},
               {DNNL_ARG_DIFF_WEIGHTS, dwt}, {DNNL_ARG_SCRATCHPAD, scratchpad}};
       plan->prim.execute(stream, args);
-      if (plan->reorder_wt) dnnl::reorder(dwt, dwt_user).execute(stream, dwt, dwt_user);
+      if (plan->reorder_wt) plan->wt_reorder.execute(stream, {{DNNL_ARG_FROM, dwt}, {DNNL_ARG_TO, dwt_user}});
     }
     stream.wait();
   } catch (const dnnl::error& e) {

@@ -11,16 +11,22 @@ convolution's forward pass and both gradients as oneDNN primitives inside the ji
   lhs_dilation=strides)` (a transposed convolution, kernel not flipped), run as the
   backward-data primitive of the strided convolution it transposes.
 
-The C++ handlers (`onednn_conv.cc`) are compiled with g++ on first use against jaxlib's FFI
-headers and the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels, and cached under
-`$FACEGEN_CACHE_DIR` (default `~/.cache/facegen_jax`). `available()` says whether that worked and
-`unavailable_reason()` why not; `models/fast_conv.py` falls back to its XLA formulations then.
+The C++ handlers (`onednn_conv.cc`) are compiled with g++ on first use (about 3 s) against
+jaxlib's FFI headers and the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels (setup.cfg
+installs them on Linux x86_64), and cached under `$FACEGEN_CACHE_DIR` (default
+`$XDG_CACHE_HOME/facegen_jax` or `~/.cache/facegen_jax`). `available()` says whether that worked
+and `unavailable_reason()` why not; `models/fast_conv.py` then falls back to its XLA
+formulations, with a warning.
 
-Sharding: every custom call carries a Shardy sharding rule. The batch dimension of the forward
-and backward-data calls is sharded like their inputs, and the weight gradient treats the batch
-as a reduction factor (each device reduces its shard, then one all-reduce), so a data-parallel
-`jax.jit` over a device mesh partitions them like XLA's own convolutions: no activation is
-gathered.
+Sharding: each custom call is wrapped in `jax.experimental.custom_partitioning` with a Shardy
+rule in which only the batch may be sharded. Under a data-parallel `jax.jit` over a device mesh
+every device runs the forward and backward-data calls on its own batch shard, and the weight
+gradient on its shard followed by one all-reduce (`psum`), as XLA does with its own convolutions:
+no activation is gathered (tests/perf_fast_conv_test.py checks this on 4 CPU devices). Anything
+else sharded (channels, space) is replicated first. oneDNN's scratch memory is allocated per
+call, so the devices of one process can run the same primitive concurrently.
+
+float32 only: bfloat16 convolutions (`compute_dtype`) keep the XLA formulations of fast_conv.
 """
 
 import ctypes
@@ -77,7 +83,10 @@ def _find_dnnl() -> tuple[pathlib.Path, pathlib.Path]:
 
 
 def cache_dir() -> pathlib.Path:
-  return pathlib.Path(os.environ.get("FACEGEN_CACHE_DIR", pathlib.Path.home() / ".cache" / "facegen_jax"))
+  """Where the compiled library is kept: $FACEGEN_CACHE_DIR, else $XDG_CACHE_HOME/facegen_jax."""
+  if os.environ.get("FACEGEN_CACHE_DIR"):
+    return pathlib.Path(os.environ["FACEGEN_CACHE_DIR"])
+  return pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "facegen_jax"
 
 
 def _build() -> pathlib.Path:
