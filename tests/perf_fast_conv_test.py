@@ -95,6 +95,9 @@ def test_forward_and_gradients_equal_xla(kind, shape, features, kernel, stride, 
   if impl == "onednn" and kernel > 1:  # really ran on oneDNN: forward and both gradients
     calls = _custom_calls(jax.value_and_grad(lambda p, x, c: jnp.sum(fast.apply(p, x) * c), (0, 1)), params, x, cot)
     assert set(calls) == {"facegen_conv_bwd_data", "facegen_conv_bwd_weights", "facegen_conv_fwd"}, calls
+    # Not differentiated: one call, a forward_inference primitive (transposed: the data gradient one).
+    want = "facegen_conv_fwd_inference" if kind == "conv" else "facegen_conv_bwd_data"
+    assert _custom_calls(lambda p, x: fast.apply(p, x), params, x) == [want]
 
 
 def _dilations(fn, params, x, side: str) -> set:

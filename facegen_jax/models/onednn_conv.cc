@@ -5,6 +5,7 @@
 // activations NHWC, weights HWIO, float32. One "canonical" convolution is described by its stride
 // and padding; the three handlers are its three oneDNN primitives:
 //   facegen_conv_fwd:          src [N,H,W,Ci], wt [kh,kw,Ci,Co]      -> dst [N,Ho,Wo,Co]
+//   facegen_conv_fwd_inference: the same, as oneDNN's forward_inference (no gradient will follow)
 //   facegen_conv_bwd_data:     diff_dst [N,Ho,Wo,Co], wt             -> diff_src [N,H,W,Ci]
 //   facegen_conv_bwd_weights:  src [N,H,W,Ci], diff_dst [N,Ho,Wo,Co] -> diff_wt [kh,kw,Ci,Co]
 // Primitive descriptors are built once per shape and cached; activations stay in NHWC (oneDNN's
@@ -28,7 +29,7 @@ using DT = memory::data_type;
 
 namespace {
 
-enum Kind { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
+enum Kind { kFwd = 0, kBwdData = 1, kBwdWeights = 2, kFwdInference = 3 };
 
 dnnl::engine& Engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -72,11 +73,13 @@ std::shared_ptr<Plan> GetPlan(const Key& key) {
   auto& eng = Engine();
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  dnnl::convolution_forward::primitive_desc fwd(eng, dnnl::prop_kind::forward_training,
+  const auto prop = key[0] == kFwdInference ? dnnl::prop_kind::forward_inference : dnnl::prop_kind::forward_training;
+  dnnl::convolution_forward::primitive_desc fwd(eng, prop,
                                                 dnnl::algorithm::convolution_direct, src, wt_any, dst,
                                                 strides, pad_l, pad_r, attr);
   switch (key[0]) {
     case kFwd:
+    case kFwdInference:
       plan->prim_wt = fwd.weights_desc();
       plan->scratchpad = fwd.scratchpad_desc();
       plan->prim = dnnl::convolution_forward(fwd);
@@ -121,14 +124,14 @@ ffi::Error Run(Kind kind, void* a, void* b, void* out, const Key& key) {
     dnnl::stream stream(eng);
     std::unordered_map<int, memory> args;
     memory scratchpad(plan->scratchpad, eng);
-    if (kind == kFwd || kind == kBwdData) {
+    if (kind != kBwdWeights) {
       memory wt_user(plan->user_wt, eng, b);
       memory wt = wt_user;
       if (plan->reorder_wt) {
         wt = memory(plan->prim_wt, eng);
         plan->wt_reorder.execute(stream, {{DNNL_ARG_FROM, wt_user}, {DNNL_ARG_TO, wt}});
       }
-      if (kind == kFwd) {
+      if (kind != kBwdData) {
         args = {{DNNL_ARG_SRC, memory(plan->src, eng, a)}, {DNNL_ARG_WEIGHTS, wt},
                 {DNNL_ARG_DST, memory(plan->dst, eng, out)}};
       } else {
@@ -152,10 +155,11 @@ ffi::Error Run(Kind kind, void* a, void* b, void* out, const Key& key) {
   return ffi::Error::Success();
 }
 
+template <Kind kKind>
 ffi::Error ConvFwd(ffi::Buffer<ffi::F32> src, ffi::Buffer<ffi::F32> wt, ffi::ResultBuffer<ffi::F32> dst,
                    int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
-  return Run(kFwd, src.untyped_data(), wt.untyped_data(), dst->untyped_data(),
-             MakeKey(kFwd, src.dimensions(), dst->dimensions(), wt.dimensions(), sh, sw, pt, pb, pl, pr));
+  return Run(kKind, src.untyped_data(), wt.untyped_data(), dst->untyped_data(),
+             MakeKey(kKind, src.dimensions(), dst->dimensions(), wt.dimensions(), sh, sw, pt, pb, pl, pr));
 }
 
 ffi::Error ConvBwdData(ffi::Buffer<ffi::F32> diff_dst, ffi::Buffer<ffi::F32> wt,
@@ -180,7 +184,10 @@ ffi::Error ConvBwdWeights(ffi::Buffer<ffi::F32> src, ffi::Buffer<ffi::F32> diff_
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvFwd, ConvFwd,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvFwd, ConvFwd<kFwd>,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() FACEGEN_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvFwdInference, ConvFwd<kFwdInference>,
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() FACEGEN_ATTRS);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvBwdData, ConvBwdData,
