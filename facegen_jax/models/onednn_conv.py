@@ -271,8 +271,9 @@ def _conv2d(kind, x, w, strides, pads):
 def conv2d(x, w, strides: tuple[int, int], pads: Pads):
   """NHWC x HWIO -> NHWC convolution (float32, explicit non-negative padding) on oneDNN.
 
-  Not differentiated, it runs oneDNN's forward_inference primitive (measured up to 10% faster at
-  256x256); under `jax.grad`/`jax.vjp` the forward_training one that its gradients pair with."""
+  Not differentiated, it runs oneDNN's forward_inference primitive (the one meant for inference;
+  default-model inference measured within 3% of forward_training, 3 interleaved runs at 128 and
+  256); under `jax.grad`/`jax.vjp` the forward_training one that its gradients pair with."""
   return _conv2d("fwd_inference", x, w, strides, pads)
 
 
