@@ -26,9 +26,8 @@ oneDNN through XLA FFI custom calls, `models/onednn_conv.py`; the formulations a
 bfloat16 and anything oneDNN does not take), "fast" (the formulations above), "xla", or "auto"
 (the default: "onednn" on CPU where it builds, else "fast"; "xla" on GPU/TPU where XLA's own
 gradients are fast). The environment variable `FACEGEN_CONV_IMPL=onednn|fast|xla` overrides
-"auto". Measured on a 2-core Xeon at 128x128 (default model, batch 4), the train step takes
-0.68 s with "onednn", 0.85 s with "fast" and 0.76 s in PyTorch (`benchmarks/run.py` for the
-figures of one run).
+"auto". `benchmarks/run.py` times the train step with each of them beside PyTorch (BENCHMARKS.md):
+on a 2-core Xeon, "fast" takes about 1.3x the time of "onednn" for the default model.
 """
 
 import functools
