@@ -28,7 +28,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "default", "tiny | default")
 flags.DEFINE_integer("resolution", 128, "Image size.")
 flags.DEFINE_integer("batch", 4, "Generator batch (the discriminator sees 2x in its step).")
-flags.DEFINE_string("impl", "auto", "Convolution implementation: auto | fast | xla")
+flags.DEFINE_string("impl", "auto", "Convolution implementation: auto | onednn | fast | xla")
 flags.DEFINE_integer("repeats", 3, "Timed calls per layer (the best is kept).")
 
 Layer = collections.namedtuple("Layer", "kind in_shape features kernel strides padding")
@@ -76,7 +76,11 @@ def time_layer(layer: Layer, impl: str, repeats: int) -> tuple[float, float, flo
     return pull(cot)
 
   vjp = jax.jit(vjp)
-  flops = common.xla_flops(fwd, params, x)
+  # FLOPs from the "fast" program: XLA counts none inside oneDNN's custom calls, and counts the
+  # dilation zeros of its own transposed convolutions.
+  counted = module.clone(conv_impl="fast") if layer.kind == "transpose" else module.clone(
+      conv_general_dilated=fast_conv.conv_fn("fast"))
+  flops = common.xla_flops(jax.jit(lambda p, x: counted.apply(p, x)), params, x)
   t_fwd = common.best_time(lambda: fwd(params, x), repeats)
   t_vjp = common.best_time(lambda: vjp(params, x, cot), repeats)
   return t_fwd, t_vjp, flops
