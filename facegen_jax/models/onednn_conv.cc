@@ -8,16 +8,22 @@
 //   facegen_conv_fwd_inference: the same, as oneDNN's forward_inference (no gradient will follow)
 //   facegen_conv_bwd_data:     diff_dst [N,Ho,Wo,Co], wt             -> diff_src [N,H,W,Ci]
 //   facegen_conv_bwd_weights:  src [N,H,W,Ci], diff_dst [N,Ho,Wo,Co] -> diff_wt [kh,kw,Ci,Co]
+// With the attribute flip=1 the weights (or weight gradient) buffer is instead the kernel of the
+// transposed convolution that is this convolution's data gradient: [kh,kw,Co,Ci], spatially
+// flipped (wt[i,j,c,o] = flip_wt[kh-1-i, kw-1-j, o, c]). The flip happens in the weight reorder,
+// one small reorder per kernel tap, so XLA never materialises a flipped copy.
 // Primitive descriptors are built once per shape and cached; activations stay in NHWC (oneDNN's
 // AVX-512/AVX2 kernels take it directly); weights are reordered to the layout the primitive picks.
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -36,8 +42,8 @@ dnnl::engine& Engine() {
   return engine;
 }
 
-// N, Ci, H, W, Co, Ho, Wo, kh, kw, sh, sw, pt, pb, pl, pr
-using Key = std::array<int64_t, 16>;
+// kind, N, Ci, H, W, Co, Ho, Wo, kh, kw, sh, sw, pt, pb, pl, pr, flip
+using Key = std::array<int64_t, 17>;
 
 struct Plan {
   dnnl::primitive prim;
@@ -48,6 +54,12 @@ struct Plan {
                             // device) never share oneDNN's library-owned scratchpad
   bool reorder_wt;
   dnnl::primitive wt_reorder;  // user_wt -> prim_wt (diff weights: prim_wt -> user_wt)
+  // flip: per kernel tap (i, j), a reorder between the tap's [Co, Ci] slice of prim_wt and the
+  // flipped kernel's slice at (kh-1-i, kw-1-j), whose offset in floats is tap_offset.
+  bool flip = false;
+  bool zero_fill = false;  // prim_wt has padded (blocked) channels, which must read as zeros
+  std::vector<dnnl::primitive> tap_reorders;
+  std::vector<int64_t> tap_offsets;
 };
 
 std::mutex cache_mu;
@@ -102,7 +114,22 @@ std::shared_ptr<Plan> GetPlan(const Key& key) {
     }
   }
   plan->reorder_wt = plan->prim_wt != plan->user_wt;
-  if (plan->reorder_wt) {
+  plan->flip = key[16] != 0;
+  if (plan->flip) {
+    plan->reorder_wt = true;
+    plan->zero_fill = plan->prim_wt.get_size() != static_cast<size_t>(co * ci * kh * kw) * sizeof(float);
+    // The flipped kernel's [Co, Ci] slice of one tap: element (o, c) at o * Ci + c.
+    memory::desc slice({co, ci, 1, 1}, DT::f32, memory::dims{ci, 1, 1, 1});
+    for (int64_t i = 0; i < kh; ++i) {
+      for (int64_t j = 0; j < kw; ++j) {
+        memory::desc tap = plan->prim_wt.submemory_desc({co, ci, 1, 1}, {0, 0, i, j});
+        plan->tap_reorders.push_back(key[0] == kBwdWeights
+                                         ? dnnl::reorder(dnnl::reorder::primitive_desc(eng, tap, eng, slice))
+                                         : dnnl::reorder(dnnl::reorder::primitive_desc(eng, slice, eng, tap)));
+        plan->tap_offsets.push_back(((kh - 1 - i) * kw + (kw - 1 - j)) * co * ci);
+      }
+    }
+  } else if (plan->reorder_wt) {
     plan->wt_reorder = key[0] == kBwdWeights
                            ? dnnl::reorder(dnnl::reorder::primitive_desc(eng, plan->prim_wt, eng, plan->user_wt))
                            : dnnl::reorder(dnnl::reorder::primitive_desc(eng, plan->user_wt, eng, plan->prim_wt));
@@ -113,8 +140,23 @@ std::shared_ptr<Plan> GetPlan(const Key& key) {
 }
 
 Key MakeKey(Kind kind, ffi::Span<const int64_t> src, ffi::Span<const int64_t> dst, ffi::Span<const int64_t> wt, int64_t sh, int64_t sw,
-            int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
-  return Key{kind, src[0], src[3], src[1], src[2], dst[3], dst[1], dst[2], wt[0], wt[1], sh, sw, pt, pb, pl, pr};
+            int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t flip) {
+  return Key{kind, src[0], src[3], src[1], src[2], dst[3], dst[1], dst[2], wt[0], wt[1], sh, sw, pt, pb, pl, pr, flip};
+}
+
+// flip: copies between the flipped kernel at `user` and prim_wt memory `wt`, tap by tap.
+void FlipTaps(const Plan& plan, dnnl::stream& stream, const memory& wt, void* user, bool to_user) {
+  const int64_t co = plan.user_wt.get_dims()[0], ci = plan.user_wt.get_dims()[1];
+  memory::desc slice({co, ci, 1, 1}, DT::f32, memory::dims{ci, 1, 1, 1});
+  auto& eng = Engine();
+  for (size_t t = 0; t < plan.tap_reorders.size(); ++t) {
+    memory tap_user(slice, eng, static_cast<float*>(user) + plan.tap_offsets[t]);
+    if (to_user) {
+      plan.tap_reorders[t].execute(stream, {{DNNL_ARG_FROM, wt}, {DNNL_ARG_TO, tap_user}});
+    } else {
+      plan.tap_reorders[t].execute(stream, {{DNNL_ARG_FROM, tap_user}, {DNNL_ARG_TO, wt}});
+    }
+  }
 }
 
 ffi::Error Run(Kind kind, void* a, void* b, void* out, const Key& key) {
@@ -127,7 +169,11 @@ ffi::Error Run(Kind kind, void* a, void* b, void* out, const Key& key) {
     if (kind != kBwdWeights) {
       memory wt_user(plan->user_wt, eng, b);
       memory wt = wt_user;
-      if (plan->reorder_wt) {
+      if (plan->flip) {
+        wt = memory(plan->prim_wt, eng);
+        if (plan->zero_fill) std::memset(wt.get_data_handle(), 0, plan->prim_wt.get_size());
+        FlipTaps(*plan, stream, wt, b, /*to_user=*/false);
+      } else if (plan->reorder_wt) {
         wt = memory(plan->prim_wt, eng);
         plan->wt_reorder.execute(stream, {{DNNL_ARG_FROM, wt_user}, {DNNL_ARG_TO, wt}});
       }
@@ -146,7 +192,11 @@ ffi::Error Run(Kind kind, void* a, void* b, void* out, const Key& key) {
       args = {{DNNL_ARG_SRC, memory(plan->src, eng, a)}, {DNNL_ARG_DIFF_DST, memory(plan->dst, eng, b)},
               {DNNL_ARG_DIFF_WEIGHTS, dwt}, {DNNL_ARG_SCRATCHPAD, scratchpad}};
       plan->prim.execute(stream, args);
-      if (plan->reorder_wt) plan->wt_reorder.execute(stream, {{DNNL_ARG_FROM, dwt}, {DNNL_ARG_TO, dwt_user}});
+      if (plan->flip) {
+        FlipTaps(*plan, stream, dwt, out, /*to_user=*/true);
+      } else if (plan->reorder_wt) {
+        plan->wt_reorder.execute(stream, {{DNNL_ARG_FROM, dwt}, {DNNL_ARG_TO, dwt_user}});
+      }
     }
     stream.wait();
   } catch (const dnnl::error& e) {
@@ -157,30 +207,30 @@ ffi::Error Run(Kind kind, void* a, void* b, void* out, const Key& key) {
 
 template <Kind kKind>
 ffi::Error ConvFwd(ffi::Buffer<ffi::F32> src, ffi::Buffer<ffi::F32> wt, ffi::ResultBuffer<ffi::F32> dst,
-                   int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+                   int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t flip) {
   return Run(kKind, src.untyped_data(), wt.untyped_data(), dst->untyped_data(),
-             MakeKey(kKind, src.dimensions(), dst->dimensions(), wt.dimensions(), sh, sw, pt, pb, pl, pr));
+             MakeKey(kKind, src.dimensions(), dst->dimensions(), wt.dimensions(), sh, sw, pt, pb, pl, pr, flip));
 }
 
 ffi::Error ConvBwdData(ffi::Buffer<ffi::F32> diff_dst, ffi::Buffer<ffi::F32> wt,
                        ffi::ResultBuffer<ffi::F32> diff_src, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
-                       int64_t pl, int64_t pr) {
+                       int64_t pl, int64_t pr, int64_t flip) {
   return Run(kBwdData, diff_dst.untyped_data(), wt.untyped_data(), diff_src->untyped_data(),
              MakeKey(kBwdData, diff_src->dimensions(), diff_dst.dimensions(), wt.dimensions(), sh, sw, pt, pb,
-                     pl, pr));
+                     pl, pr, flip));
 }
 
 ffi::Error ConvBwdWeights(ffi::Buffer<ffi::F32> src, ffi::Buffer<ffi::F32> diff_dst,
                           ffi::ResultBuffer<ffi::F32> diff_wt, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
-                          int64_t pl, int64_t pr) {
+                          int64_t pl, int64_t pr, int64_t flip) {
   return Run(kBwdWeights, src.untyped_data(), diff_dst.untyped_data(), diff_wt->untyped_data(),
              MakeKey(kBwdWeights, src.dimensions(), diff_dst.dimensions(), diff_wt->dimensions(), sh, sw, pt,
-                     pb, pl, pr));
+                     pb, pl, pr, flip));
 }
 
 #define FACEGEN_ATTRS                                                                                   \
   .Attr<int64_t>("sh").Attr<int64_t>("sw").Attr<int64_t>("pt").Attr<int64_t>("pb").Attr<int64_t>("pl") \
-      .Attr<int64_t>("pr")
+      .Attr<int64_t>("pr").Attr<int64_t>("flip")
 
 }  // namespace
 

@@ -9,7 +9,9 @@ convolution's forward pass and both gradients as oneDNN primitives inside the ji
   non-negative explicit padding; gradients by oneDNN's backward-data and backward-weights.
 * `conv_transpose2d(x, w, strides, pads)`: `lax.conv_general_dilated(x, w, (1, 1), pads,
   lhs_dilation=strides)` (a transposed convolution, kernel not flipped), run as the
-  backward-data primitive of the strided convolution it transposes.
+  backward-data primitive of the strided convolution it transposes; the kernel is flipped into
+  that convolution's weights by the C++ weight reorder, not by XLA (the `flip` attribute). Into
+  fewer than 16 channels its forward runs on XLA (faster there), its gradients on oneDNN.
 
 The C++ handlers (`onednn_conv.cc`) are compiled with g++ on first use (about 3 s) against
 jaxlib's FFI headers and the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels (setup.cfg
@@ -155,15 +157,20 @@ def version() -> Optional[str]:
 # The custom calls: one JAX primitive per kind, lowered to its FFI target, wrapped in
 # `custom_partitioning` so that a sharded jit runs each device's batch shard locally.
 
-_ATTRS = ("sh", "sw", "pt", "pb", "pl", "pr")
+_ATTRS = ("sh", "sw", "pt", "pb", "pl", "pr", "flip")
 # Factor names: n batch, (h, w) src spatial, c src channels, (p, q) dst spatial, o dst channels,
-# (i, j) kernel. Only the batch may be sharded: every other factor needs replication.
+# (i, j) kernel. Only the batch may be sharded: every other factor needs replication. With
+# flip, the weights are the flipped kernel of the transposed convolution: "i j o c".
 _RULES = {
     "fwd": "n h w c, i j c o -> n p q o",
     "fwd_inference": "n h w c, i j c o -> n p q o",
     "bwd_data": "n p q o, i j c o -> n h w c",
     "bwd_weights": "n h w c, n p q o -> i j c o",
 }
+
+
+def _rule(kind: str, flip: bool) -> str:
+  return _RULES[kind].replace("i j c o", "i j o c") if flip else _RULES[kind]
 
 
 def _abstract_eval(a, b, *, out_shape, **_):
@@ -203,7 +210,7 @@ def _batch_axes(sharding) -> tuple:
   return tuple(spec[0]) if isinstance(spec[0], tuple) else (spec[0],)
 
 
-def _make_partitioned(kind: str):
+def _make_partitioned(kind: str, flip: bool):
   prim = _PRIMS[kind]
 
   def call(a, b, out_shape, attrs):
@@ -236,21 +243,24 @@ def _make_partitioned(kind: str):
 
     return mesh, lower, out_sharding, arg_shardings
 
-  order = [f for f in _RULES[kind] if f.isalpha()]
-  fn.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=_RULES[kind],
+  order = [f for f in _rule(kind, flip) if f.isalpha()]
+  fn.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=_rule(kind, flip),
                    reduction_factors=("n",) if kind == "bwd_weights" else (),
                    need_replication_factors=tuple(sorted(set(order) - {"n"}, key=order.index)))
   return fn
 
 
-_PARTITIONED = {kind: _make_partitioned(kind) for kind in _TARGETS}
+_PARTITIONED = {(kind, flip): _make_partitioned(kind, flip) for kind in _TARGETS for flip in (False, True)}
 
 
-def _ffi(kind: str, out_shape: Sequence[int], a, b, strides, pads: Pads):
+def _ffi(kind: str, out_shape: Sequence[int], a, b, strides, pads: Pads, flip: bool = False):
+  """One oneDNN primitive call. flip: the weights (the result, for "bwd_weights") are the kernel of
+  the transposed convolution, spatially flipped and in/out swapped; the C++ side flips them as it
+  reorders them into the primitive's layout, so no flipped copy is made in XLA."""
   if not available():
     raise RuntimeError(f"oneDNN convolutions unavailable: {unavailable_reason()}")
-  attrs = (strides[0], strides[1], pads[0][0], pads[0][1], pads[1][0], pads[1][1])
-  return _PARTITIONED[kind](a, b, tuple(int(d) for d in out_shape), tuple(int(v) for v in attrs))
+  attrs = (strides[0], strides[1], pads[0][0], pads[0][1], pads[1][0], pads[1][1], int(flip))
+  return _PARTITIONED[kind, flip](a, b, tuple(int(d) for d in out_shape), tuple(int(v) for v in attrs))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,30 +304,36 @@ def _transpose_canonical(x_hw, w_hw, strides, pads: Pads):
   return tuple((k - 1 - p[0], k - 1 - p[1]) for k, p in zip(w_hw, pads))
 
 
-def _flip_io(w):
-  return jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+# Below this many output channels a transposed convolution's forward runs on XLA: oneDNN's
+# backward-data primitive is slow into so few channels (the decoders' last layers, 64/128 -> 3 at
+# 128x128: 5.4 ms on oneDNN, 2.1 ms on XLA, benchmarks/profile_convs.py). Its gradients stay on
+# oneDNN (XLA's own: 31 ms).
+XLA_TRANSPOSE_FORWARD_BELOW = 16
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv_transpose2d(x, w, strides: tuple[int, int], pads: Pads):
-  """`lax.conv_general_dilated(x, w, (1, 1), pads, lhs_dilation=strides)` on oneDNN."""
+  """`lax.conv_general_dilated(x, w, (1, 1), pads, lhs_dilation=strides)` on oneDNN (the forward
+  on XLA below `XLA_TRANSPOSE_FORWARD_BELOW` output channels)."""
   return _conv_transpose_fwd(x, w, strides, pads)[0]
 
 
 def _conv_transpose_fwd(x, w, strides, pads):
   n, h, wd, _ = x.shape
   kh, kw, _, o = w.shape
+  if o < XLA_TRANSPOSE_FORWARD_BELOW:
+    y = lax.conv_general_dilated(x, w, (1, 1), pads, lhs_dilation=strides, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y, (x, w)
   shape = (n, (h - 1) * strides[0] + 1 + sum(pads[0]) - kh + 1, (wd - 1) * strides[1] + 1 + sum(pads[1]) - kw + 1, o)
   cpads = _transpose_canonical(x.shape[1:3], (kh, kw), strides, pads)
-  return _ffi("bwd_data", shape, x, _flip_io(w), strides, cpads), (x, w)
+  return _ffi("bwd_data", shape, x, w, strides, cpads, flip=True), (x, w)
 
 
 def _conv_transpose_bwd(strides, pads, res, g):
   x, w = res
   cpads = _transpose_canonical(x.shape[1:3], w.shape[:2], strides, pads)
-  dx = _ffi("fwd", x.shape, g, _flip_io(w), strides, cpads)
-  dw_canon = _ffi("bwd_weights", _flip_io(w).shape, g, x, strides, cpads)
-  return dx, _flip_io(dw_canon)
+  dx = _ffi("fwd", x.shape, g, w, strides, cpads, flip=True)
+  return dx, _ffi("bwd_weights", w.shape, g, x, strides, cpads, flip=True)
 
 
 conv_transpose2d.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
