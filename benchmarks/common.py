@@ -56,6 +56,27 @@ def block(tree):
   return jax.tree.map(lambda x: x.block_until_ready() if hasattr(x, "block_until_ready") else x, tree)
 
 
+def call_seconds(fn) -> float:
+  """Seconds of one call of `fn`, its outputs awaited."""
+  start = time.perf_counter()
+  block(fn())
+  return time.perf_counter() - start
+
+
+def warm_then_time(fn, warm_seconds: float, calls: int) -> list:
+  """Seconds of each of `calls` calls of `fn`, made after untimed calls for `warm_seconds` (at least one).
+
+  After the process idles (as it does while another process is timed), the next calls of a jitted
+  step are slow until the thread pools spin again: the tiny model's 16 ms step took 40-60 ms for
+  up to three calls after a 0.1 s pause on this machine. The warm-up calls absorb that.
+  """
+  start = time.perf_counter()
+  block(fn())
+  while time.perf_counter() - start < warm_seconds:
+    block(fn())
+  return [call_seconds(fn) for _ in range(calls)]
+
+
 def best_time(fn, repeats: int, warmup: int = 1) -> float:
   """The fastest of `repeats` calls of `fn` (after `warmup` calls), in seconds, outputs awaited.
 
@@ -63,12 +84,7 @@ def best_time(fn, repeats: int, warmup: int = 1) -> float:
   """
   for _ in range(warmup):
     block(fn())
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    block(fn())
-    best = min(best, time.perf_counter() - start)
-  return best
+  return min(call_seconds(fn) for _ in range(repeats))
 
 
 def xla_flops(jitted, *args) -> float:
@@ -86,3 +102,10 @@ def matmul_peak(n: int = 1536, repeats: int = 5) -> float:
   b = jnp.asarray(rng.normal(size=(n, n)).astype(np.float32))
   f = jax.jit(lambda a, b: a @ b)
   return 2.0 * n**3 / best_time(lambda: f(a, b), repeats)
+
+
+def numpy_matmul_peak(n: int = 1536, repeats: int = 5) -> float:
+  """This machine's float32 matmul rate in FLOP/s with NumPy's BLAS."""
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=(n, n)).astype(np.float32), rng.normal(size=(n, n)).astype(np.float32)
+  return 2.0 * n**3 / best_time(lambda: a @ b, repeats)

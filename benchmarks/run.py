@@ -10,10 +10,12 @@ perceptual losses off: their pretrained nets are not part of the GAN) and resolu
     the XLA formulations of models/fast_conv.py and with XLA's own convolutions;
   * generator inference images/s (`train=False`, jitted);
   * FLOPs per image from XLA's cost analysis of the compiled programs, and the achieved fraction
-    of this machine's float32 matmul peak, measured in the same run;
+    of this machine's float32 matmul peak (the fastest of JAX's, NumPy's and PyTorch's matmuls),
+    measured in the same run;
   * XLA's memory analysis of the compiled train step (arguments + outputs + temporaries);
   * the same train step and inference in PyTorch (benchmarks/torch_reference.py, same layers and
-    FLOPs), timed in the same run, and the JAX / PyTorch time ratios.
+    FLOPs), timed in the same run by benchmarks/torch_timer.py in a child process, taking turns
+    with JAX (see `interleaved`), and the JAX / PyTorch time ratios.
 Then the other benchmark scripts (data pipeline, landmarks, identity net, end-to-end reenactment at
 256x256) are run and their output is quoted. Times are the best of several calls (the machine may be shared: the least disturbed
 call is the most faithful); ratios come from the same run. --quick: 64 and 128 only, fewer repeats,
@@ -22,6 +24,8 @@ no baseline and no other scripts.
 
 import argparse
 import datetime
+import importlib.metadata
+import json
 import os
 import platform
 import resource
@@ -38,11 +42,15 @@ from benchmarks import common  # pylint: disable=wrong-import-position
 from facegen_jax.models import factory  # pylint: disable=wrong-import-position
 from facegen_jax.train import sharding, state as state_lib, step as step_lib  # pylint: disable=wrong-import-position
 
-try:
-  import torch  # pylint: disable=wrong-import-position
-  from benchmarks import torch_reference  # pylint: disable=wrong-import-position
-except ImportError:
-  torch = None
+TORCH_TIMER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_timer.py")
+
+
+def torch_version():
+  """The installed torch's version, or None; torch itself is only imported by benchmarks/torch_timer.py."""
+  try:
+    return importlib.metadata.version("torch")
+  except importlib.metadata.PackageNotFoundError:
+    return None
 
 OTHER_SCRIPTS = [  # (script, arguments, quick arguments)
     ("data_pipeline.py", ["--batches=20", "--workers=0,2"], None),
@@ -103,8 +111,10 @@ def counted_flops(name, res, batch, batch_np=None, infer=False) -> float:
   return _flops(_compiled_train_step(config, batch_np)[0])
 
 
-def jax_train(config, batch_np, repeats):
-  """(seconds per step, FLOPs per step as XLA counts them, XLA bytes) of the jitted train step."""
+def jax_train(config, batch_np):
+  """(one-call function, FLOPs per step as XLA counts them, XLA bytes) of the jitted train step.
+
+  The function runs one step and returns its metrics; it has made one warm-up call."""
   compiled, state, batch, frozen = _compiled_train_step(config, batch_np)
   mem = compiled.memory_analysis()
   mem_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
@@ -115,43 +125,75 @@ def jax_train(config, batch_np, repeats):
     holder["state"], metrics, _ = compiled(holder["state"], batch, frozen)
     return metrics
 
-  seconds = common.best_time(run, repeats)
   metrics = jax.device_get(run())
   if not np.isfinite(float(metrics["g/total"])):
     raise RuntimeError(f"non-finite generator loss at {config.resolution}")
-  return seconds, _flops(compiled), mem_bytes
+  return run, _flops(compiled), mem_bytes
 
 
-def jax_infer(config, batch_size, repeats):
-  """(seconds per call, FLOPs per call) of the generator at inference (running statistics)."""
+def jax_infer(config, batch_size):
+  """(one-call function, FLOPs per call) of the generator at inference (running statistics), warmed up."""
   generator = factory.build_generator(config)
   g_vars, _, (source, mask), _ = common.init_models(config, batch_size)
   fn = jax.jit(lambda v, s, m: generator.apply(v, s, m, train=False)["generated"])
   flops = common.xla_flops(fn, g_vars, source, mask)
-  return common.best_time(lambda: fn(g_vars, source, mask), repeats), flops
+  run = lambda: fn(g_vars, source, mask)
+  common.block(run())
+  return run, flops
 
 
-def torch_inputs(batch_np):
-  img = lambda k: torch.from_numpy(batch_np[k].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1)
-  msk = lambda k: torch.from_numpy(batch_np[k].transpose(0, 3, 1, 2).astype(np.float32) / 255)
-  return img("source"), img("target"), msk("driving_mask"), msk("target_mask")
+class TorchTimer:
+  """benchmarks/torch_timer.py in a child process: PyTorch timings on request (see its docstring)."""
+
+  def __init__(self):
+    self.proc = subprocess.Popen([sys.executable, TORCH_TIMER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True, cwd=common.REPO_ROOT)
+
+  def ask(self, **request) -> dict:
+    self.proc.stdin.write(json.dumps(request) + "\n")
+    self.proc.stdin.flush()
+    line = self.proc.stdout.readline()
+    if not line:
+      raise RuntimeError(f"benchmarks/torch_timer.py ended (exit code {self.proc.wait()}) on {request}; "
+                         "its error is printed above")
+    reply = json.loads(line)
+    if "error" in reply:
+      raise RuntimeError(f"benchmarks/torch_timer.py failed on {request}: {reply['error']}")
+    return reply
+
+  def seconds(self, op, name, res, batch, warm_seconds: float, calls: int) -> list:
+    return self.ask(op=op, config=name, res=res, batch=batch, warm_seconds=warm_seconds, calls=calls)["seconds"]
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait()
 
 
-def torch_train(config, batch_np, repeats):
-  step = torch_reference.TorchTrainStep(config)
-  args = torch_inputs(batch_np)
-  return common.best_time(lambda: step(*args), repeats)
+def interleaved(calls: dict, repeats: int, per_round: int = 2, warm_seconds: float = 0.3) -> dict:
+  """The best of `repeats` timed calls of each timer, in rounds that alternate between the timers.
+
+  `calls` maps a name to a function f(warm_seconds, n) that makes untimed calls for `warm_seconds`
+  and then returns the seconds of each of `n` timed calls (common.warm_then_time). Each round gives
+  every timer `per_round` timed calls, the order flipping every round, so PyTorch and JAX sample
+  the same stretches of a shared machine's load and the ratio between them stays faithful. The
+  warm-up before each turn matters: a process that idled while the other ran is slow for its first
+  calls (see common.warm_then_time).
+  """
+  best = {k: float("inf") for k in calls}
+  names = list(calls)
+  for i in range(-(-repeats // per_round)):
+    for k in (names if i % 2 == 0 else names[::-1]):
+      best[k] = min([best[k]] + list(calls[k](warm_seconds, per_round)))
+  return best
 
 
-def torch_infer(config, batch_np, repeats):
-  generator = torch_reference.Generator(config).eval()
-  source, _, mask, _ = torch_inputs(batch_np)
-
-  def run():
-    with torch.inference_mode():
-      return generator(source, mask)["generated"]
-
-  return common.best_time(run, repeats)
+def against_torch(run, timer, op, name, res, batch, repeats):
+  """(JAX seconds, PyTorch seconds or None): best calls of `run` and of PyTorch's `op`, in turns."""
+  calls = {"jax": lambda w, n: common.warm_then_time(run, w, n)}
+  if timer is not None:
+    calls["torch"] = lambda w, n: timer.seconds(op, name, res, batch, w, n)
+  best = interleaved(calls, repeats)
+  return best["jax"], best.get("torch")
 
 
 def run_other(script, args, timeout):
@@ -202,32 +244,17 @@ def main():
   baseline = args.baseline_resolutions if args.baseline_resolutions is not None else ("" if args.quick else "64,128")
   baseline = {int(r) for r in baseline.split(",") if r}
   repeats = args.repeats or (2 if args.quick else 3)
-  use_torch = torch is not None and not args.no_torch
-  if use_torch:
-    torch.set_num_threads(os.cpu_count())
+  use_torch = torch_version() is not None and not args.no_torch
   started = time.perf_counter()
   load_start = os.getloadavg()
 
-  peak = common.matmul_peak()
-  torch_peak = None
+  timer = TorchTimer() if use_torch else None
+  peaks = {"JAX": common.matmul_peak(), "NumPy": common.numpy_matmul_peak()}
   if use_torch:
-    a, b = torch.randn(1536, 1536), torch.randn(1536, 1536)
-    torch_peak = 2 * 1536**3 / common.best_time(lambda: a @ b, 5)
-  print(f"float32 matmul peak: JAX {peak / 1e9:.1f} GFLOP/s" +
-        (f", PyTorch {torch_peak / 1e9:.1f} GFLOP/s" if torch_peak else ""), flush=True)
-
-  # PyTorch first, before any oneDNN convolution runs in this process: both use libgomp (PyTorch's
-  # copy serves both), and once oneDNN has OpenMP teams on XLA's threads, libgomp has more threads
-  # than cores and throttles its spin-waits; PyTorch's small-op steps then ran up to 3x slower.
-  torch_times = {}
-  if use_torch:
-    for name in args.configs.split(","):
-      for res in resolutions:
-        config = common.benchmark_config(name, res, args.batch)
-        batch_np = common.synthetic_batch(config, args.batch)
-        torch_times[name, res] = (torch_train(config, batch_np, repeats), torch_infer(config, batch_np, repeats))
-        print(f"torch    {name:8s} {res:4d}  train {args.batch / torch_times[name, res][0]:7.2f} img/s  infer "
-              f"{args.batch / torch_times[name, res][1]:7.2f} img/s", flush=True)
+    peaks["PyTorch"] = 2 * 1536**3 / timer.ask(op="matmul", n=1536, repeats=5)["seconds"]
+  peak = max(peaks.values())
+  print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s, the best of "
+        + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in peaks.items()), flush=True)
 
   rows = []
   for name in args.configs.split(","):
@@ -236,27 +263,40 @@ def main():
       batch_np = common.synthetic_batch(config, args.batch)
       b = args.batch
       row = {"config": name, "res": res}
-      t, _, mem = jax_train(config, batch_np, repeats)
+      run, _, mem = jax_train(config, batch_np)
+      t, t_torch = against_torch(run, timer, "train", name, res, b, repeats)
+      del run
       if res in baseline:
-        t_fast, flops, _ = jax_train(common.benchmark_config(name, res, b, conv_impl="fast"), batch_np, repeats)
-        t_xla, _, _ = jax_train(common.benchmark_config(name, res, b, conv_impl="xla"), batch_np, repeats)
+        run_fast, flops, _ = jax_train(common.benchmark_config(name, res, b, conv_impl="fast"), batch_np)
+        t_fast = common.best_time(run_fast, repeats, warmup=0)
+        del run_fast
+        run_xla, _, _ = jax_train(common.benchmark_config(name, res, b, conv_impl="xla"), batch_np)
+        t_xla = common.best_time(run_xla, repeats, warmup=0)
+        del run_xla
         row.update(fast_ips=b / t_fast, xla_ips=b / t_xla)
       else:
         flops = counted_flops(name, res, b, batch_np)
       row.update(train_ips=b / t, train_s=t, train_gflop=flops / b / 1e9, train_peak=flops / t / peak, mem=mem / 2**20)
-      t_inf, _ = jax_infer(config, b, repeats)
+      if use_torch:
+        row.update(torch_train_s=t_torch, train_ratio=t / t_torch, torch_train_peak=flops / t_torch / peak)
+
+      run_inf, _ = jax_infer(config, b)
+      t_inf, t_torch = against_torch(run_inf, timer, "infer", name, res, b, repeats)
+      del run_inf
       inf_flops = counted_flops(name, res, b, infer=True)
       row.update(infer_ips=b / t_inf, infer_s=t_inf, infer_gflop=inf_flops / b / 1e9, infer_peak=inf_flops / t_inf / peak)
       if use_torch:
-        row["torch_train_s"], row["torch_infer_s"] = torch_times[name, res]
-        row["train_ratio"] = row["train_s"] / row["torch_train_s"]
-        row["infer_ratio"] = row["infer_s"] / row["torch_infer_s"]
+        row.update(torch_infer_s=t_torch, infer_ratio=t_inf / t_torch)
       rows.append(row)
       print(f"{name:8s} {res:4d}  train {row['train_ips']:7.2f} img/s ({100 * row['train_peak']:.0f}% of peak, "
             f"{row['train_gflop']:.2f} GFLOP/img)  infer {row['infer_ips']:7.2f} img/s"
-            + (f"  | JAX/torch train {row['train_ratio']:.2f}x, infer {row['infer_ratio']:.2f}x" if use_torch else "")
+            + (f"  | torch train {b / row['torch_train_s']:.2f} img/s ({100 * row['torch_train_peak']:.0f}% of peak), "
+               f"infer {b / row['torch_infer_s']:.2f} img/s | JAX/torch train {row['train_ratio']:.2f}x, "
+               f"infer {row['infer_ratio']:.2f}x" if use_torch else "")
             + (f"  | fast_conv {row['fast_ips']:.2f}, XLA convs {row['xla_ips']:.2f} img/s" if "xla_ips" in row else ""),
             flush=True)
+  if timer is not None:
+    timer.close()
 
   others = []
   if not args.no_others and not args.quick:
@@ -267,11 +307,11 @@ def main():
         others.append(out)
 
   maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  write_markdown(args, rows, others, peak, torch_peak, maxrss_mb, load_start, os.getloadavg(),
+  write_markdown(args, rows, others, peak, peaks, maxrss_mb, load_start, os.getloadavg(),
                  time.perf_counter() - started, use_torch, repeats)
 
 
-def write_markdown(args, rows, others, peak, torch_peak, maxrss_mb, load_start, load_end, seconds, use_torch,
+def write_markdown(args, rows, others, peak, peaks, maxrss_mb, load_start, load_end, seconds, use_torch,
                    repeats):
   lines = [
       "# Benchmarks",
@@ -284,20 +324,21 @@ def write_markdown(args, rows, others, peak, torch_peak, maxrss_mb, load_start, 
       f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.system()} "
       f"{platform.release()}",
       f"- software: Python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
-      + (f"torch {torch.__version__}" if torch is not None else "torch not installed"),
+      + (f"torch {torch_version()}" if torch_version() else "torch not installed"),
       f"- load average (1 min) at start {load_start[0]:.1f}, at end {load_end[0]:.1f}: the machine is shared, so "
       "absolute figures are noisy; ratios are measured within this one run",
-      f"- float32 matmul peak measured in this run: JAX {peak / 1e9:.1f} GFLOP/s"
-      + (f", PyTorch {torch_peak / 1e9:.1f} GFLOP/s" if torch_peak else ""),
-      f"- batch {args.batch}; times are the best of {repeats} calls after a warm-up; process peak RSS "
-      f"{maxrss_mb:.0f} MiB",
+      f"- float32 matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s, the fastest of "
+      + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in peaks.items()) + " GFLOP/s ([1536, 1536] @ [1536, 1536])",
+      f"- batch {args.batch}; times are the best of {repeats} calls after a warm-up"
+      + ("; PyTorch and JAX take turns of 2 timed calls, each turn after 0.3 s of untimed calls" if use_torch else "")
+      + f"; process peak RSS {maxrss_mb:.0f} MiB (JAX; PyTorch runs in a process of its own)",
       "",
       f"- convolutions (`conv_impl` \"auto\"): {conv_backend()}",
       "",
       "| config | res | train img/s | train img/s, fast_conv | train img/s, XLA convs | torch train img/s | "
-      "train JAX/torch | train GFLOP/img | train % of peak | infer img/s | torch infer img/s | infer JAX/torch | "
-      "infer GFLOP/img | infer % of peak | XLA train memory MiB |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+      "train JAX/torch | train GFLOP/img | train % of peak | torch train % of peak | infer img/s | "
+      "torch infer img/s | infer JAX/torch | infer GFLOP/img | infer % of peak | XLA train memory MiB |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in rows:
     t_train = args.batch / r["torch_train_s"] if use_torch else None
@@ -306,22 +347,26 @@ def write_markdown(args, rows, others, peak, torch_peak, maxrss_mb, load_start, 
         f"| {r['config']} | {r['res']} | {fmt(r['train_ips'])} | {fmt(r.get('fast_ips'))} | {fmt(r.get('xla_ips'))} | "
         f"{fmt(t_train)} | "
         f"{fmt(r.get('train_ratio'), '{:.2f}x')} | {fmt(r['train_gflop'])} | {fmt(100 * r['train_peak'], '{:.0f}%')} | "
+        f"{fmt(100 * r['torch_train_peak'] if use_torch else None, '{:.0f}%')} | "
         f"{fmt(r['infer_ips'])} | {fmt(t_infer)} | {fmt(r.get('infer_ratio'), '{:.2f}x')} | {fmt(r['infer_gflop'])} | "
         f"{fmt(100 * r['infer_peak'], '{:.0f}%')} | {fmt(r['mem'], '{:.0f}')} |")
   lines += [
       "",
       "- train step: one G+D update of `facegen_jax.train.step` (G forward, D step on real + fake, G step on "
       "pixel + reconstruction L1 + hinge adversarial, EMA), jitted, synthetic batch; the PyTorch column runs "
-      "`benchmarks/torch_reference.TorchTrainStep` (same layers, shapes and FLOPs). PyTorch is timed first, "
-      "before any oneDNN convolution runs in the process: the two share one libgomp, and afterwards its "
-      "throttled spin-waits made PyTorch's small-op steps up to 3x slower.",
+      "`benchmarks/torch_reference.TorchTrainStep` (same layers, shapes and FLOPs) in a process of its own "
+      "(`benchmarks/torch_timer.py`: in one process PyTorch and oneDNN share one libgomp, and after oneDNN ran, "
+      "PyTorch's small-op steps were up to 3x slower). PyTorch and JAX take turns (each turn: untimed calls for 0.3 s, "
+      "since a process that idled is slow for its first calls, then 2 timed calls), so both see the same load; "
+      "each figure is the best timed call.",
       "- `train img/s` and `infer img/s`: `conv_impl` \"auto\" (on CPU the oneDNN convolutions of "
       "`facegen_jax/models/onednn_conv.py` where they build, else fast_conv); `train img/s, fast_conv`: "
       "`conv_impl = \"fast\"` (the stride-1 reformulations in XLA of `facegen_jax/models/fast_conv.py`); "
       "`XLA convs`: `conv_impl = \"xla\"` (XLA's own convolution gradients).",
       "- GFLOP/img: XLA's cost analysis of the program with `conv_impl = \"fast\"` (same arithmetic; XLA counts no "
       "FLOPs inside the oneDNN custom calls), divided by the batch; % of peak = those FLOPs per second over the "
-      "matmul peak above.",
+      "matmul peak above (the fastest of the three matmuls: the machine's peak, not one framework's); the "
+      "PyTorch step does the same FLOPs.",
       "- XLA train memory: arguments + outputs + temporaries - donated aliases of the compiled train step "
       "(`compiled.memory_analysis()`; oneDNN's per-call scratch buffers are not included).",
   ]
