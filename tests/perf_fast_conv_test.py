@@ -68,7 +68,7 @@ def _modules(kind, features, kernel, stride, impl="fast"):
 
 
 def _custom_calls(fn, *args) -> list:
-  return re.findall(r'custom_call_target="(facegen_conv_[a-z_]+)"', jax.jit(fn).lower(*args).compile().as_text())
+  return re.findall(r'custom_call_target="(facegen_conv_[a-z0-9_]+)"', jax.jit(fn).lower(*args).compile().as_text())
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -155,14 +155,47 @@ def test_onednn_unavailable_falls_back(monkeypatch):
     onednn_conv._find_dnnl()  # pylint: disable=protected-access
 
 
-def test_onednn_bfloat16_uses_xla_formulations():
-  """oneDNN runs float32 only: a bfloat16 model (compute_dtype) keeps the XLA formulations."""
+# (kind, input shape, features, kernel, stride) in bfloat16: strided, stride-1 and transposed
+# convolutions, channels oneDNN pads to its blocks, a transposed one with its forward on oneDNN.
+BF16_CASES = [
+    ("conv", (2, 16, 16, 40), 24, 4, 2),
+    ("conv", (2, 12, 12, 32), 32, 3, 1),
+    ("transpose", (2, 8, 8, 40), 24, 4, 2),
+    ("transpose", (2, 8, 8, 32), 3, 4, 2),
+]
+
+
+@pytest.mark.parametrize("kind,shape,features,kernel,stride", BF16_CASES)
+def test_onednn_bfloat16_equals_float32_to_bfloat16_precision(kind, shape, features, kernel, stride):
+  """bfloat16 (compute_dtype) convolutions run on oneDNN's bfloat16 primitives where the CPU has
+  native kernels (AMX / AVX512-BF16), with forward and gradients equal to float32's on the same
+  bfloat16-rounded inputs up to bfloat16 rounding; elsewhere they keep the XLA formulations."""
   _require("onednn")
-  conv = nn.Conv(8, (3, 3), conv_general_dilated=fast_conv.conv_fn("onednn"), dtype=jnp.bfloat16)
-  x = jnp.ones((2, 8, 8, 4), jnp.bfloat16)
-  params = conv.init(jax.random.PRNGKey(0), x)
-  assert not _custom_calls(lambda p, x: conv.apply(p, x), params, x)
-  assert conv.apply(params, x).dtype == jnp.bfloat16
+  ref, _ = _modules(kind, features, kernel, stride)
+  make = nn.Conv if kind == "conv" else fast_conv.ConvTranspose
+  ours = make(features, (kernel, kernel), strides=(stride, stride), padding="SAME", dtype=jnp.bfloat16,
+              **({"conv_general_dilated": fast_conv.conv_fn("onednn")} if kind == "conv" else {"conv_impl": "onednn"}))
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape), jnp.bfloat16)
+  params = jax.tree.map(lambda p: p.astype(jnp.bfloat16).astype(jnp.float32), ref.init(jax.random.PRNGKey(0), x))
+  cot = jnp.asarray(rng.normal(size=ref.apply(params, x.astype(jnp.float32)).shape), jnp.float32)
+  loss = lambda m, dtype: lambda p, x: jnp.sum(m.apply(p, x.astype(dtype)).astype(jnp.float32) * cot)
+  g_ref = jax.grad(loss(ref, jnp.float32), (0, 1))(params, x)
+  g = jax.grad(loss(ours, jnp.bfloat16), (0, 1))(params, x)
+  assert ours.apply(params, x).dtype == jnp.bfloat16
+  assert _rel_err(ours.apply(params, x), ref.apply(params, x.astype(jnp.float32))) < 1e-2
+  # Kernel gradients accumulate in float32 inside oneDNN; the bias gradient is a bfloat16 sum in XLA.
+  assert _rel_err(g[0]["params"]["kernel"], g_ref[0]["params"]["kernel"]) < 1e-2
+  assert _rel_err(g[0]["params"]["bias"], g_ref[0]["params"]["bias"]) < 5e-2
+  assert _rel_err(g[1], g_ref[1]) < 1e-2
+  calls = set(_custom_calls(jax.value_and_grad(loss(ours, jnp.bfloat16), (0, 1)), params, x))
+  if onednn_conv.bf16_native():
+    want = {"facegen_conv_bwd_data_bf16", "facegen_conv_bwd_weights_bf16", "facegen_conv_fwd_bf16"}
+    if kind == "transpose" and features < onednn_conv.XLA_TRANSPOSE_FORWARD_BELOW:
+      want.discard("facegen_conv_bwd_data_bf16")
+    assert calls == want, calls
+  else:
+    assert not calls, calls
 
 
 _SHARDED_SCRIPT = textwrap.dedent("""

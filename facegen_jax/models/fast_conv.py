@@ -21,9 +21,9 @@ with exactly the same FLOPs, whose forward pass and both gradients XLA:CPU runs 
 its `conv_general_dilated` field) and falls back to XLA for anything else; `ConvTranspose` is
 `nn.ConvTranspose` (same parameter names, shapes and initialisers) with the sub-pixel path.
 
-The implementation is chosen by `conv_impl`: "onednn" (float32 convolutions of every kind on
-oneDNN through XLA FFI custom calls, `models/onednn_conv.py`; the formulations above still serve
-bfloat16 and anything oneDNN does not take), "fast" (the formulations above), "xla", or "auto"
+The implementation is chosen by `conv_impl`: "onednn" (float32 convolutions of every kind, and
+bfloat16 ones where the CPU has native bfloat16 kernels, on oneDNN through XLA FFI custom calls,
+`models/onednn_conv.py`; the formulations above still serve anything oneDNN does not take), "fast" (the formulations above), "xla", or "auto"
 (the default: "onednn" on CPU where it builds, else "fast"; "xla" on GPU/TPU where XLA's own
 gradients are fast). The environment variable `FACEGEN_CONV_IMPL=onednn|fast|xla` overrides
 "auto". `benchmarks/run.py` times the train step with each of them beside PyTorch (BENCHMARKS.md):
@@ -245,9 +245,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          preferred_element_type=None, *, backend: str = "fast"):
   """`lax.conv_general_dilated` with fast CPU gradients for 2-D NHWC/HWIO convolutions.
 
-  backend "onednn": float32 convolutions of any stride and transposed (input-dilated) ones run on
-  oneDNN (`onednn_conv`), except 1x1 unpadded ones (a matmul XLA fuses); "fast" (or anything
-  oneDNN does not take, e.g. bfloat16): the XLA formulations above for stride 1, stride 2 (even
+  backend "onednn": float32 (and, where `onednn_conv.bf16_native()`, bfloat16) convolutions of any
+  stride and transposed (input-dilated) ones run on oneDNN (`onednn_conv`), except 1x1 unpadded
+  ones (a matmul XLA fuses); "fast" (or anything oneDNN does not take): the XLA formulations above for stride 1, stride 2 (even
   kernel) and input dilation 2. Anything else goes to XLA.
   """
   fallback = functools.partial(
@@ -281,7 +281,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 
 
 def _onednn_takes(lhs, rhs, strides, lhs_dil, pads: Pads) -> bool:
-  if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
+  if lhs.dtype != rhs.dtype or lhs.dtype not in (jnp.float32, jnp.bfloat16):
+    return False
+  if lhs.dtype == jnp.bfloat16 and not onednn_conv.bf16_native():
     return False
   if any(p < 0 for pair in pads for p in pair):
     return False

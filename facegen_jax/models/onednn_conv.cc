@@ -2,7 +2,7 @@
 //
 // Built on first use by facegen_jax/models/onednn_conv.py (g++ against jaxlib's FFI headers and the
 // onednn-devel-cpu-gomp headers) and registered as XLA:CPU custom calls. Layouts are JAX's:
-// activations NHWC, weights HWIO, float32. One "canonical" convolution is described by its stride
+// activations NHWC, weights HWIO, float32 or bfloat16 (the *Bf16 handlers; all operands one type). One "canonical" convolution is described by its stride
 // and padding; the three handlers are its three oneDNN primitives:
 //   facegen_conv_fwd:          src [N,H,W,Ci], wt [kh,kw,Ci,Co]      -> dst [N,Ho,Wo,Co]
 //   facegen_conv_fwd_inference: the same, as oneDNN's forward_inference (no gradient will follow)
@@ -42,8 +42,8 @@ dnnl::engine& Engine() {
   return engine;
 }
 
-// kind, N, Ci, H, W, Co, Ho, Wo, kh, kw, sh, sw, pt, pb, pl, pr, flip
-using Key = std::array<int64_t, 17>;
+// kind, N, Ci, H, W, Co, Ho, Wo, kh, kw, sh, sw, pt, pb, pl, pr, flip, bf16
+using Key = std::array<int64_t, 18>;
 
 struct Plan {
   dnnl::primitive prim;
@@ -57,6 +57,7 @@ struct Plan {
   // flip: per kernel tap (i, j), a reorder between the tap's [Co, Ci] slice of prim_wt and the
   // flipped kernel's slice at (kh-1-i, kw-1-j), whose offset in floats is tap_offset.
   bool flip = false;
+  size_t elem_size = sizeof(float);  // 2 for bfloat16
   bool zero_fill = false;  // prim_wt has padded (blocked) channels, which must read as zeros
   std::vector<dnnl::primitive> tap_reorders;
   std::vector<int64_t> tap_offsets;
@@ -75,11 +76,13 @@ std::shared_ptr<Plan> GetPlan(const Key& key) {
   const int64_t kh = key[8], kw = key[9];
   memory::dims strides = {key[10], key[11]};
   memory::dims pad_l = {key[12], key[14]}, pad_r = {key[13], key[15]};
-  memory::desc src({n, ci, h, w}, DT::f32, Tag::nhwc);
-  memory::desc dst({n, co, ho, wo}, DT::f32, Tag::nhwc);
-  memory::desc wt_any({co, ci, kh, kw}, DT::f32, Tag::any);
+  const DT dt = key[17] ? DT::bf16 : DT::f32;
+  memory::desc src({n, ci, h, w}, dt, Tag::nhwc);
+  memory::desc dst({n, co, ho, wo}, dt, Tag::nhwc);
+  memory::desc wt_any({co, ci, kh, kw}, dt, Tag::any);
   auto plan = std::make_shared<Plan>();
-  plan->user_wt = memory::desc({co, ci, kh, kw}, DT::f32, Tag::hwio);
+  plan->elem_size = key[17] ? 2 : sizeof(float);
+  plan->user_wt = memory::desc({co, ci, kh, kw}, dt, Tag::hwio);
   plan->src = src;
   plan->dst = dst;
   auto& eng = Engine();
@@ -117,9 +120,9 @@ std::shared_ptr<Plan> GetPlan(const Key& key) {
   plan->flip = key[16] != 0;
   if (plan->flip) {
     plan->reorder_wt = true;
-    plan->zero_fill = plan->prim_wt.get_size() != static_cast<size_t>(co * ci * kh * kw) * sizeof(float);
+    plan->zero_fill = plan->prim_wt.get_size() != static_cast<size_t>(co * ci * kh * kw) * plan->elem_size;
     // The flipped kernel's [Co, Ci] slice of one tap: element (o, c) at o * Ci + c.
-    memory::desc slice({co, ci, 1, 1}, DT::f32, memory::dims{ci, 1, 1, 1});
+    memory::desc slice({co, ci, 1, 1}, dt, memory::dims{ci, 1, 1, 1});
     for (int64_t i = 0; i < kh; ++i) {
       for (int64_t j = 0; j < kw; ++j) {
         memory::desc tap = plan->prim_wt.submemory_desc({co, ci, 1, 1}, {0, 0, i, j});
@@ -140,17 +143,18 @@ std::shared_ptr<Plan> GetPlan(const Key& key) {
 }
 
 Key MakeKey(Kind kind, ffi::Span<const int64_t> src, ffi::Span<const int64_t> dst, ffi::Span<const int64_t> wt, int64_t sh, int64_t sw,
-            int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t flip) {
-  return Key{kind, src[0], src[3], src[1], src[2], dst[3], dst[1], dst[2], wt[0], wt[1], sh, sw, pt, pb, pl, pr, flip};
+            int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t flip, bool bf16) {
+  return Key{kind, src[0], src[3], src[1], src[2], dst[3], dst[1], dst[2], wt[0], wt[1], sh, sw, pt, pb, pl, pr, flip,
+             bf16};
 }
 
 // flip: copies between the flipped kernel at `user` and prim_wt memory `wt`, tap by tap.
 void FlipTaps(const Plan& plan, dnnl::stream& stream, const memory& wt, void* user, bool to_user) {
   const int64_t co = plan.user_wt.get_dims()[0], ci = plan.user_wt.get_dims()[1];
-  memory::desc slice({co, ci, 1, 1}, DT::f32, memory::dims{ci, 1, 1, 1});
+  memory::desc slice({co, ci, 1, 1}, plan.user_wt.get_data_type(), memory::dims{ci, 1, 1, 1});
   auto& eng = Engine();
   for (size_t t = 0; t < plan.tap_reorders.size(); ++t) {
-    memory tap_user(slice, eng, static_cast<float*>(user) + plan.tap_offsets[t]);
+    memory tap_user(slice, eng, static_cast<char*>(user) + plan.tap_offsets[t] * plan.elem_size);
     if (to_user) {
       plan.tap_reorders[t].execute(stream, {{DNNL_ARG_FROM, wt}, {DNNL_ARG_TO, tap_user}});
     } else {
@@ -205,27 +209,28 @@ ffi::Error Run(Kind kind, void* a, void* b, void* out, const Key& key) {
   return ffi::Error::Success();
 }
 
-template <Kind kKind>
-ffi::Error ConvFwd(ffi::Buffer<ffi::F32> src, ffi::Buffer<ffi::F32> wt, ffi::ResultBuffer<ffi::F32> dst,
-                   int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t flip) {
+template <Kind kKind, ffi::DataType T>
+ffi::Error ConvFwd(ffi::Buffer<T> src, ffi::Buffer<T> wt, ffi::ResultBuffer<T> dst, int64_t sh, int64_t sw,
+                   int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t flip) {
   return Run(kKind, src.untyped_data(), wt.untyped_data(), dst->untyped_data(),
-             MakeKey(kKind, src.dimensions(), dst->dimensions(), wt.dimensions(), sh, sw, pt, pb, pl, pr, flip));
+             MakeKey(kKind, src.dimensions(), dst->dimensions(), wt.dimensions(), sh, sw, pt, pb, pl, pr, flip,
+                     T == ffi::BF16));
 }
 
-ffi::Error ConvBwdData(ffi::Buffer<ffi::F32> diff_dst, ffi::Buffer<ffi::F32> wt,
-                       ffi::ResultBuffer<ffi::F32> diff_src, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
-                       int64_t pl, int64_t pr, int64_t flip) {
+template <ffi::DataType T>
+ffi::Error ConvBwdData(ffi::Buffer<T> diff_dst, ffi::Buffer<T> wt, ffi::ResultBuffer<T> diff_src, int64_t sh,
+                       int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t flip) {
   return Run(kBwdData, diff_dst.untyped_data(), wt.untyped_data(), diff_src->untyped_data(),
              MakeKey(kBwdData, diff_src->dimensions(), diff_dst.dimensions(), wt.dimensions(), sh, sw, pt, pb,
-                     pl, pr, flip));
+                     pl, pr, flip, T == ffi::BF16));
 }
 
-ffi::Error ConvBwdWeights(ffi::Buffer<ffi::F32> src, ffi::Buffer<ffi::F32> diff_dst,
-                          ffi::ResultBuffer<ffi::F32> diff_wt, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
-                          int64_t pl, int64_t pr, int64_t flip) {
+template <ffi::DataType T>
+ffi::Error ConvBwdWeights(ffi::Buffer<T> src, ffi::Buffer<T> diff_dst, ffi::ResultBuffer<T> diff_wt, int64_t sh,
+                          int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t flip) {
   return Run(kBwdWeights, src.untyped_data(), diff_dst.untyped_data(), diff_wt->untyped_data(),
              MakeKey(kBwdWeights, src.dimensions(), diff_dst.dimensions(), diff_wt->dimensions(), sh, sw, pt,
-                     pb, pl, pr, flip));
+                     pb, pl, pr, flip, T == ffi::BF16));
 }
 
 #define FACEGEN_ATTRS                                                                                   \
@@ -234,18 +239,43 @@ ffi::Error ConvBwdWeights(ffi::Buffer<ffi::F32> src, ffi::Buffer<ffi::F32> diff_
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvFwd, ConvFwd<kFwd>,
-                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() FACEGEN_ATTRS);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvFwdInference, ConvFwd<kFwdInference>,
-                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() FACEGEN_ATTRS);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvBwdData, ConvBwdData,
-                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() FACEGEN_ATTRS);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvBwdWeights, ConvBwdWeights,
-                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() FACEGEN_ATTRS);
+#define FACEGEN_BIND(T) \
+  ffi::Ffi::Bind().Arg<ffi::Buffer<T>>().Arg<ffi::Buffer<T>>().Ret<ffi::Buffer<T>>() FACEGEN_ATTRS
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvFwd, (ConvFwd<kFwd, ffi::F32>), FACEGEN_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvFwdInference, (ConvFwd<kFwdInference, ffi::F32>), FACEGEN_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvBwdData, ConvBwdData<ffi::F32>, FACEGEN_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvBwdWeights, ConvBwdWeights<ffi::F32>, FACEGEN_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvFwdBf16, (ConvFwd<kFwd, ffi::BF16>), FACEGEN_BIND(ffi::BF16));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvFwdInferenceBf16, (ConvFwd<kFwdInference, ffi::BF16>),
+                              FACEGEN_BIND(ffi::BF16));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvBwdDataBf16, ConvBwdData<ffi::BF16>, FACEGEN_BIND(ffi::BF16));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FacegenConvBwdWeightsBf16, ConvBwdWeights<ffi::BF16>, FACEGEN_BIND(ffi::BF16));
+
+// 1 if oneDNN has native (not reference) bfloat16 kernels for all three convolution primitives on
+// this CPU (AVX512-BF16 or AMX; emulated on plain AVX-512), else 0: without them bfloat16
+// convolutions stay on XLA.
+extern "C" int facegen_onednn_bf16_native() {
+  try {
+    auto& eng = Engine();
+    memory::desc src({2, 32, 16, 16}, DT::bf16, Tag::nhwc), dst({2, 32, 16, 16}, DT::bf16, Tag::nhwc);
+    memory::desc wt({32, 32, 3, 3}, DT::bf16, Tag::any);
+    const memory::dims strides{1, 1}, pad{1, 1};
+    dnnl::convolution_forward::primitive_desc fwd(eng, dnnl::prop_kind::forward_training,
+                                                  dnnl::algorithm::convolution_direct, src, wt, dst, strides, pad,
+                                                  pad);
+    dnnl::convolution_backward_data::primitive_desc bd(eng, dnnl::algorithm::convolution_direct, src, wt, dst,
+                                                       strides, pad, pad, fwd);
+    dnnl::convolution_backward_weights::primitive_desc bw(eng, dnnl::algorithm::convolution_direct, src, wt, dst,
+                                                          strides, pad, pad, fwd);
+    for (const std::string& impl : {fwd.impl_info_str(), bd.impl_info_str(), bw.impl_info_str()}) {
+      if (impl.find("ref") != std::string::npos) return 0;
+    }
+    return 1;
+  } catch (const dnnl::error&) {
+    return 0;
+  }
+}
 
 // The oneDNN version this was built against, for error messages and BENCHMARKS.md.
 extern "C" const char* facegen_onednn_version() {

@@ -28,7 +28,8 @@ no activation is gathered (tests/perf_fast_conv_test.py checks this on 4 CPU dev
 else sharded (channels, space) is replicated first. oneDNN's scratch memory is allocated per
 call, so the devices of one process can run the same primitive concurrently.
 
-float32 only: bfloat16 convolutions (`compute_dtype`) keep the XLA formulations of fast_conv.
+float32 and bfloat16 (`compute_dtype`; all operands one type): bfloat16 runs here where
+`bf16_native()` (oneDNN's AMX or AVX512-BF16 kernels), else on the XLA formulations of fast_conv.
 """
 
 import ctypes
@@ -62,6 +63,7 @@ _TARGETS = {"fwd": "facegen_conv_fwd", "fwd_inference": "facegen_conv_fwd_infere
             "bwd_data": "facegen_conv_bwd_data", "bwd_weights": "facegen_conv_bwd_weights"}
 _SYMBOLS = {"fwd": "FacegenConvFwd", "fwd_inference": "FacegenConvFwdInference", "bwd_data": "FacegenConvBwdData",
             "bwd_weights": "FacegenConvBwdWeights"}
+_BF16 = "_bf16"  # suffix of the bfloat16 targets (C++ symbols: "Bf16")
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -131,8 +133,11 @@ def _load() -> None:
       lib = ctypes.CDLL(str(path))
       for key, symbol in _SYMBOLS.items():
         jax.ffi.register_ffi_target(_TARGETS[key], jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+        jax.ffi.register_ffi_target(_TARGETS[key] + _BF16, jax.ffi.pycapsule(getattr(lib, symbol + "Bf16")),
+                                    platform="cpu")
       lib.facegen_onednn_version.restype = ctypes.c_char_p
-      _state.update(ok=True, path=path, version=lib.facegen_onednn_version().decode(), lib=lib)
+      _state.update(ok=True, path=path, version=lib.facegen_onednn_version().decode(), lib=lib,
+                    bf16=bool(lib.facegen_onednn_bf16_native()))
     except Exception as e:  # pylint: disable=broad-except
       _state.update(ok=False, reason=f"{type(e).__name__}: {e}")
 
@@ -146,6 +151,12 @@ def available() -> bool:
 def unavailable_reason() -> Optional[str]:
   _load()
   return None if _state["ok"] else _state["reason"]
+
+
+def bf16_native() -> bool:
+  """Whether oneDNN has native bfloat16 convolution kernels on this CPU (AMX, AVX512-BF16 or its
+  AVX-512 emulation; not its reference loops). Only then do bfloat16 convolutions run here."""
+  return available() and _state["bf16"]
 
 
 def version() -> Optional[str]:
@@ -174,8 +185,8 @@ def _rule(kind: str, flip: bool) -> str:
 
 
 def _abstract_eval(a, b, *, out_shape, **_):
-  del a, b
-  return jax.core.ShapedArray(out_shape, jnp.float32)
+  del b
+  return jax.core.ShapedArray(out_shape, a.dtype)
 
 
 def _make_primitive(kind: str):
@@ -185,7 +196,8 @@ def _make_primitive(kind: str):
 
   def lowering(ctx, a, b, *, out_shape, **attrs):
     del out_shape
-    return jax.ffi.ffi_lowering(_TARGETS[kind])(ctx, a, b, **{k: np.int64(v) for k, v in attrs.items()})
+    target = _TARGETS[kind] + (_BF16 if ctx.avals_in[0].dtype == jnp.bfloat16 else "")
+    return jax.ffi.ffi_lowering(target)(ctx, a, b, **{k: np.int64(v) for k, v in attrs.items()})
 
   def batching(args, dims, **params):
     # vmap: one call per mapped index (the convolutions' own batch dimension is the fast one).
