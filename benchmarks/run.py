@@ -7,7 +7,8 @@ For each model size (experiments/configs tiny.py and default.py, synthetic batch
 perceptual losses off: their pretrained nets are not part of the GAN) and resolution:
   * train step images/s: the jitted G+D step of facegen_jax.train.step (conv_impl "auto", i.e.
     the oneDNN convolutions of models/onednn_conv.py on CPU) and, at --baseline_resolutions, with
-    the XLA formulations of models/fast_conv.py and with XLA's own convolutions;
+    the XLA formulations of models/fast_conv.py, with XLA's own convolutions, and in bfloat16
+    (compute_dtype; float32 parameters);
   * generator inference images/s (`train=False`, jitted);
   * FLOPs per image from XLA's cost analysis of the compiled programs, and the achieved fraction
     of this machine's float32 matmul peak (the fastest of JAX's, NumPy's and PyTorch's matmuls),
@@ -221,6 +222,13 @@ def conv_backend() -> str:
   return f"{impl}" + (f" (oneDNN unavailable: {reason})" if reason else "")
 
 
+def bf16_backend() -> str:
+  from facegen_jax.models import onednn_conv  # pylint: disable=import-outside-toplevel
+  if onednn_conv.bf16_native():
+    return "on oneDNN's bfloat16 primitives"
+  return "on XLA: this CPU has no native oneDNN bfloat16 kernels"
+
+
 def fmt(x, spec="{:.2f}"):
   return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else spec.format(x)
 
@@ -273,7 +281,10 @@ def main():
         run_xla, _, _ = jax_train(common.benchmark_config(name, res, b, conv_impl="xla"), batch_np)
         t_xla = common.best_time(run_xla, repeats, warmup=0)
         del run_xla
-        row.update(fast_ips=b / t_fast, xla_ips=b / t_xla)
+        run_bf16, _, _ = jax_train(common.benchmark_config(name, res, b, compute_dtype="bfloat16"), batch_np)
+        t_bf16 = common.best_time(run_bf16, repeats, warmup=0)
+        del run_bf16
+        row.update(fast_ips=b / t_fast, xla_ips=b / t_xla, bf16_ips=b / t_bf16)
       else:
         flops = counted_flops(name, res, b, batch_np)
       row.update(train_ips=b / t, train_s=t, train_gflop=flops / b / 1e9, train_peak=flops / t / peak, mem=mem / 2**20)
@@ -293,7 +304,8 @@ def main():
             + (f"  | torch train {b / row['torch_train_s']:.2f} img/s ({100 * row['torch_train_peak']:.0f}% of peak), "
                f"infer {b / row['torch_infer_s']:.2f} img/s | JAX/torch train {row['train_ratio']:.2f}x, "
                f"infer {row['infer_ratio']:.2f}x" if use_torch else "")
-            + (f"  | fast_conv {row['fast_ips']:.2f}, XLA convs {row['xla_ips']:.2f} img/s" if "xla_ips" in row else ""),
+            + (f"  | fast_conv {row['fast_ips']:.2f}, XLA convs {row['xla_ips']:.2f}, bfloat16 {row['bf16_ips']:.2f} img/s"
+               if "xla_ips" in row else ""),
             flush=True)
   if timer is not None:
     timer.close()
@@ -335,16 +347,18 @@ def write_markdown(args, rows, others, peak, peaks, maxrss_mb, load_start, load_
       "",
       f"- convolutions (`conv_impl` \"auto\"): {conv_backend()}",
       "",
-      "| config | res | train img/s | train img/s, fast_conv | train img/s, XLA convs | torch train img/s | "
+      "| config | res | train img/s | train img/s, fast_conv | train img/s, XLA convs | train img/s, bfloat16 | "
+      "torch train img/s | "
       "train JAX/torch | train GFLOP/img | train % of peak | torch train % of peak | infer img/s | "
       "torch infer img/s | infer JAX/torch | infer GFLOP/img | infer % of peak | XLA train memory MiB |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in rows:
     t_train = args.batch / r["torch_train_s"] if use_torch else None
     t_infer = args.batch / r["torch_infer_s"] if use_torch else None
     lines.append(
         f"| {r['config']} | {r['res']} | {fmt(r['train_ips'])} | {fmt(r.get('fast_ips'))} | {fmt(r.get('xla_ips'))} | "
+        f"{fmt(r.get('bf16_ips'))} | "
         f"{fmt(t_train)} | "
         f"{fmt(r.get('train_ratio'), '{:.2f}x')} | {fmt(r['train_gflop'])} | {fmt(100 * r['train_peak'], '{:.0f}%')} | "
         f"{fmt(100 * r['torch_train_peak'] if use_torch else None, '{:.0f}%')} | "
@@ -362,7 +376,8 @@ def write_markdown(args, rows, others, peak, peaks, maxrss_mb, load_start, load_
       "- `train img/s` and `infer img/s`: `conv_impl` \"auto\" (on CPU the oneDNN convolutions of "
       "`facegen_jax/models/onednn_conv.py` where they build, else fast_conv); `train img/s, fast_conv`: "
       "`conv_impl = \"fast\"` (the stride-1 reformulations in XLA of `facegen_jax/models/fast_conv.py`); "
-      "`XLA convs`: `conv_impl = \"xla\"` (XLA's own convolution gradients).",
+      "`XLA convs`: `conv_impl = \"xla\"` (XLA's own convolution gradients); `bfloat16`: `compute_dtype = "
+      "\"bfloat16\"` (float32 parameters; convolutions " + bf16_backend() + ").",
       "- GFLOP/img: XLA's cost analysis of the program with `conv_impl = \"fast\"` (same arithmetic; XLA counts no "
       "FLOPs inside the oneDNN custom calls), divided by the batch; % of peak = those FLOPs per second over the "
       "matmul peak above (the fastest of the three matmuls: the machine's peak, not one framework's); the "
