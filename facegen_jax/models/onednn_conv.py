@@ -154,8 +154,9 @@ def unavailable_reason() -> Optional[str]:
 
 
 def bf16_native() -> bool:
-  """Whether oneDNN has native bfloat16 convolution kernels on this CPU (AMX, AVX512-BF16 or its
-  AVX-512 emulation; not its reference loops). Only then do bfloat16 convolutions run here."""
+  """Whether oneDNN has optimised bfloat16 kernels for all three convolution primitives on this CPU
+  (on this project's AMX Xeon: yes; a CPU for which oneDNN has only its reference loops: no).
+  Only then do bfloat16 convolutions run here."""
   return available() and _state["bf16"]
 
 
