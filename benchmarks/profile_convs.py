@@ -30,6 +30,8 @@ flags.DEFINE_integer("resolution", 128, "Image size.")
 flags.DEFINE_integer("batch", 4, "Generator batch (the discriminator sees 2x in its step).")
 flags.DEFINE_string("impl", "auto", "Convolution implementation: auto | onednn | fast | xla")
 flags.DEFINE_integer("repeats", 3, "Timed calls per layer (the best is kept).")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                  "Compute dtype of the convolutions (parameters stay float32, as in the models).")
 
 Layer = collections.namedtuple("Layer", "kind in_shape features kernel strides padding")
 
@@ -56,20 +58,20 @@ def record_convs(config, batch: int) -> collections.Counter:
   return seen
 
 
-def time_layer(layer: Layer, impl: str, repeats: int) -> tuple[float, float, float]:
+def time_layer(layer: Layer, impl: str, repeats: int, dtype: str = "float32") -> tuple[float, float, float]:
   """(forward s, VJP s, forward FLOPs) of one layer on random data."""
   if layer.kind == "transpose":
     module = fast_conv.ConvTranspose(layer.features, layer.kernel, strides=layer.strides, padding=layer.padding,
-                                     conv_impl=impl)
+                                     conv_impl=impl, dtype=dtype)
   else:
-    module = nn.Conv(layer.features, layer.kernel, strides=layer.strides, padding=layer.padding,
+    module = nn.Conv(layer.features, layer.kernel, strides=layer.strides, padding=layer.padding, dtype=dtype,
                      conv_general_dilated=fast_conv.conv_fn(impl))
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=layer.in_shape).astype(np.float32))
+  x = jnp.asarray(rng.normal(size=layer.in_shape).astype(dtype))
   params = module.init(jax.random.PRNGKey(0), x)
   fwd = jax.jit(lambda p, x: module.apply(p, x))
   out = fwd(params, x)
-  cot = jnp.asarray(rng.normal(size=out.shape).astype(np.float32))
+  cot = jnp.asarray(rng.normal(size=out.shape).astype(dtype))
 
   def vjp(p, x, cot):
     _, pull = jax.vjp(lambda p, x: module.apply(p, x), p, x)
@@ -92,7 +94,7 @@ def main(argv):
   layers = record_convs(config, FLAGS.batch)
   rows = []
   for layer, count in layers.items():
-    t_fwd, t_vjp, flops = time_layer(layer, FLAGS.impl, FLAGS.repeats)
+    t_fwd, t_vjp, flops = time_layer(layer, FLAGS.impl, FLAGS.repeats, FLAGS.dtype)
     rows.append((layer, count, t_fwd, t_vjp, flops))
   rows.sort(key=lambda r: -r[1] * r[3])
   tot_f = tot_v = tot_flops = 0.0
@@ -105,7 +107,7 @@ def main(argv):
     print(f"{layer.kind:9s} {str(layer.in_shape):>20s} {layer.features:4d} {layer.kernel[0]:3d} {layer.strides[0]:2d} "
           f"{count:2d} {1e3 * t_fwd:8.1f} {1e3 * t_vjp:8.1f} {flops / t_fwd / 1e9:8.1f} {2 * flops / t_vjp / 1e9:8.1f}")
   print(f"total: forward {1e3 * tot_f:.0f} ms, VJP {1e3 * tot_v:.0f} ms, forward {tot_flops / 1e9:.2f} GFLOP "
-        f"(impl={FLAGS.impl})")
+        f"(impl={FLAGS.impl}, {FLAGS.dtype})")
 
 
 if __name__ == "__main__":

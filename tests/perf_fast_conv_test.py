@@ -71,9 +71,24 @@ def _custom_calls(fn, *args) -> list:
   return re.findall(r'custom_call_target="(facegen_conv_[a-z0-9_]+)"', jax.jit(fn).lower(*args).compile().as_text())
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.fixture
+def onednn_threads(request):
+  """Sets onednn_conv's single-thread threshold (million FLOPs) for one test, then restores it."""
+  mflop = request.param
+  if mflop is not None and onednn_conv.available():
+    onednn_conv.set_single_thread_mflop(mflop)
+  yield mflop
+  if mflop is not None and onednn_conv.available():
+    onednn_conv.set_single_thread_mflop(onednn_conv.single_thread_mflop())
+
+
+# oneDNN twice: every convolution on the whole OpenMP team (threshold 0) and every one on a
+# single thread (threshold above any case), so both ways a primitive can be built and run are
+# checked whatever the default threshold.
+@pytest.mark.parametrize("impl,onednn_threads", [("fast", None), ("onednn", 0.0), ("onednn", 1e9)],
+                         ids=["fast", "onednn-team", "onednn-single"], indirect=["onednn_threads"])
 @pytest.mark.parametrize("kind,shape,features,kernel,stride", CASES)
-def test_forward_and_gradients_equal_xla(kind, shape, features, kernel, stride, impl):
+def test_forward_and_gradients_equal_xla(kind, shape, features, kernel, stride, impl, onednn_threads):
   _require(impl)
   ref, fast = _modules(kind, features, kernel, stride, impl)
   rng = np.random.default_rng(0)
@@ -85,6 +100,7 @@ def test_forward_and_gradients_equal_xla(kind, shape, features, kernel, stride, 
   for a, b in zip(jax.tree.leaves(fast_params), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)
 
+  single_before = onednn_conv.single_thread_calls()
   y_ref, pull_ref = jax.vjp(lambda p, x: ref.apply(p, x), params, x)
   y_fast, pull_fast = jax.vjp(lambda p, x: fast.apply(p, x), params, x)
   assert y_fast.shape == y_ref.shape
@@ -97,6 +113,9 @@ def test_forward_and_gradients_equal_xla(kind, shape, features, kernel, stride, 
   if impl == "onednn" and kernel > 1:  # really ran on oneDNN: forward and both gradients
     # (a transposed convolution into few channels has its forward on XLA, its gradients on oneDNN)
     xla_forward = kind == "transpose" and features < onednn_conv.XLA_TRANSPOSE_FORWARD_BELOW
+    # and on one thread exactly when asked
+    single = onednn_conv.single_thread_calls() - single_before
+    assert single == ((2 if xla_forward else 3) if onednn_threads else 0), (onednn_threads, single)
     calls = _custom_calls(jax.value_and_grad(lambda p, x, c: jnp.sum(fast.apply(p, x) * c), (0, 1)), params, x, cot)
     assert set(calls) == {"facegen_conv_bwd_data", "facegen_conv_bwd_weights", "facegen_conv_fwd"} - (
         {"facegen_conv_bwd_data"} if xla_forward else set()), calls
@@ -139,6 +158,19 @@ def test_impl_selection(monkeypatch):
     fast_conv.resolve_impl("auto")
   with pytest.raises(ValueError, match="conv_impl"):
     fast_conv.resolve_impl("cudnn")
+
+
+def test_single_thread_threshold_setting(monkeypatch):
+  monkeypatch.delenv(onednn_conv.SINGLE_THREAD_ENV, raising=False)
+  assert onednn_conv.single_thread_mflop() == onednn_conv.DEFAULT_SINGLE_THREAD_MFLOP
+  monkeypatch.setenv(onednn_conv.SINGLE_THREAD_ENV, "0")
+  assert onednn_conv.single_thread_mflop() == 0.0
+  for bad in ("many", "-5", "nan"):
+    monkeypatch.setenv(onednn_conv.SINGLE_THREAD_ENV, bad)
+    with pytest.raises(ValueError, match=onednn_conv.SINGLE_THREAD_ENV):
+      onednn_conv.single_thread_mflop()
+  with pytest.raises(ValueError, match=">= 0"):
+    onednn_conv.set_single_thread_mflop(-1.0)
 
 
 def test_onednn_unavailable_falls_back(monkeypatch):

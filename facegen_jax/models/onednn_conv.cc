@@ -16,6 +16,7 @@
 // AVX-512/AVX2 kernels take it directly); weights are reordered to the layout the primitive picks.
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -24,6 +25,8 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include <omp.h>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -42,8 +45,8 @@ dnnl::engine& Engine() {
   return engine;
 }
 
-// kind, N, Ci, H, W, Co, Ho, Wo, kh, kw, sh, sw, pt, pb, pl, pr, flip, bf16
-using Key = std::array<int64_t, 18>;
+// kind, N, Ci, H, W, Co, Ho, Wo, kh, kw, sh, sw, pt, pb, pl, pr, flip, bf16, single_thread
+using Key = std::array<int64_t, 19>;
 
 struct Plan {
   dnnl::primitive prim;
@@ -64,8 +67,30 @@ struct Plan {
 };
 
 std::mutex cache_mu;
+// Convolutions of fewer FLOPs than this run on one OpenMP thread (their primitives are built for
+// one thread too). XLA's pool already runs independent ops at once, one per core; a small
+// convolution split over every core as well waits at its OpenMP fork/join for threads that the
+// other ops hold, and on this project's 2-core machine that waiting was most of its time
+// (tiny model train step at 64x64: 17.3 -> 9.9 ms). Set by facegen_set_single_thread_below().
+int64_t single_thread_below = 0;
+std::atomic<int64_t> single_thread_calls{0};
+
+// Runs f with this thread's OpenMP team limited to one thread when single is set.
+template <typename F>
+auto WithThreads(bool single, F f) {
+  if (!single) return f();
+  const int prev = omp_get_max_threads();
+  omp_set_num_threads(1);
+  struct Restore {
+    int n;
+    ~Restore() { omp_set_num_threads(n); }
+  } restore{prev};
+  return f();
+}
+
 std::map<Key, std::shared_ptr<Plan>> cache;
 
+// Called inside Run's WithThreads: a single-thread key's primitives are built for one thread.
 std::shared_ptr<Plan> GetPlan(const Key& key) {
   {
     std::lock_guard<std::mutex> lock(cache_mu);
@@ -144,8 +169,9 @@ std::shared_ptr<Plan> GetPlan(const Key& key) {
 
 Key MakeKey(Kind kind, ffi::Span<const int64_t> src, ffi::Span<const int64_t> dst, ffi::Span<const int64_t> wt, int64_t sh, int64_t sw,
             int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t flip, bool bf16) {
+  const int64_t flops = 2 * src[0] * dst[1] * dst[2] * dst[3] * src[3] * wt[0] * wt[1];
   return Key{kind, src[0], src[3], src[1], src[2], dst[3], dst[1], dst[2], wt[0], wt[1], sh, sw, pt, pb, pl, pr, flip,
-             bf16};
+             bf16, flops < single_thread_below};
 }
 
 // flip: copies between the flipped kernel at `user` and prim_wt memory `wt`, tap by tap.
@@ -163,7 +189,14 @@ void FlipTaps(const Plan& plan, dnnl::stream& stream, const memory& wt, void* us
   }
 }
 
+ffi::Error RunPlan(Kind kind, void* a, void* b, void* out, const Key& key);
+
 ffi::Error Run(Kind kind, void* a, void* b, void* out, const Key& key) {
+  if (key[18] != 0) single_thread_calls.fetch_add(1);
+  return WithThreads(key[18] != 0, [&] { return RunPlan(kind, a, b, out, key); });
+}
+
+ffi::Error RunPlan(Kind kind, void* a, void* b, void* out, const Key& key) {
   try {
     auto plan = GetPlan(key);
     auto& eng = Engine();
@@ -276,6 +309,12 @@ extern "C" int facegen_onednn_bf16_native() {
     return 0;
   }
 }
+
+// Sets the FLOP count below which a convolution runs on one thread (0: never). Set once, at load.
+extern "C" void facegen_set_single_thread_below(int64_t flops) { single_thread_below = flops; }
+
+// How many calls have run on one thread so far (tests check that the setting takes effect).
+extern "C" int64_t facegen_single_thread_calls() { return single_thread_calls.load(); }
 
 // The oneDNN version this was built against, for error messages and BENCHMARKS.md.
 extern "C" const char* facegen_onednn_version() {

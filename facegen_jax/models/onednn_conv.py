@@ -30,6 +30,15 @@ call, so the devices of one process can run the same primitive concurrently.
 
 float32 and bfloat16 (`compute_dtype`; all operands one type): bfloat16 runs here where
 `bf16_native()` (oneDNN's AMX or AVX512-BF16 kernels), else on the XLA formulations of fast_conv.
+
+Threads: a convolution runs on oneDNN's OpenMP team (`OMP_NUM_THREADS`, default one thread per
+core) while XLA's pool runs other ops beside it. One of fewer than
+`$FACEGEN_ONEDNN_SINGLE_THREAD_MFLOP` million FLOPs (default 200; 0: never) runs on one thread
+instead: split over the team it mostly waited at the fork/join for threads held by XLA's other
+ops (2-core machine, best of 10 interleaved calls: tiny model train step at 64x64 17.3 -> 9.9 ms,
+at 128x128 41.8 -> 31.4 ms, in bfloat16 45.0 -> 28.7 ms; the default model, whose convolutions
+are mostly larger, within noise at 64, 128 and 256). Machines with many more
+cores may want another threshold: measure with benchmarks/run.py.
 """
 
 import ctypes
@@ -67,6 +76,32 @@ _BF16 = "_bf16"  # suffix of the bfloat16 targets (C++ symbols: "Bf16")
 
 _lock = threading.Lock()
 _state: dict = {}
+
+SINGLE_THREAD_ENV = "FACEGEN_ONEDNN_SINGLE_THREAD_MFLOP"
+DEFAULT_SINGLE_THREAD_MFLOP = 200.0
+
+
+def single_thread_mflop() -> float:
+  """The threshold in million FLOPs below which a convolution runs on one thread (see above)."""
+  raw = os.environ.get(SINGLE_THREAD_ENV, "").strip()
+  if not raw:
+    return DEFAULT_SINGLE_THREAD_MFLOP
+  try:
+    value = float(raw)
+  except ValueError:
+    value = -1.0
+  if not value >= 0:
+    raise ValueError(f"${SINGLE_THREAD_ENV}={raw!r} is not a number of million FLOPs >= 0; unset it for the "
+                     f"default ({DEFAULT_SINGLE_THREAD_MFLOP:g}) or set 0 to split every convolution over all threads")
+  return value
+
+
+def set_single_thread_mflop(mflop: float) -> None:
+  """Changes the threshold for convolutions run from now on (compiled programs included)."""
+  if not mflop >= 0:
+    raise ValueError(f"single-thread threshold must be >= 0 million FLOPs, got {mflop!r}")
+  if available():
+    _state["lib"].facegen_set_single_thread_below(int(mflop * 1e6))
 
 
 def _dnnl_roots() -> list[pathlib.Path]:
@@ -109,7 +144,7 @@ def _build() -> pathlib.Path:
   if out.exists():
     return out
   out.parent.mkdir(parents=True, exist_ok=True)
-  cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{include}", f"-I{ffi_include}", str(_SOURCE),
+  cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", f"-I{include}", f"-I{ffi_include}", str(_SOURCE),
          f"-L{libdir}", "-ldnnl", f"-Wl,-rpath,{libdir}"]
   with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".so", delete=False) as tmp:
     pass
@@ -128,6 +163,7 @@ def _load() -> None:
   with _lock:
     if _state:
       return
+    mflop = single_thread_mflop()  # a bad setting is the user's error, not a reason to fall back
     try:
       path = _build()
       lib = ctypes.CDLL(str(path))
@@ -136,10 +172,18 @@ def _load() -> None:
         jax.ffi.register_ffi_target(_TARGETS[key] + _BF16, jax.ffi.pycapsule(getattr(lib, symbol + "Bf16")),
                                     platform="cpu")
       lib.facegen_onednn_version.restype = ctypes.c_char_p
+      lib.facegen_set_single_thread_below.argtypes = [ctypes.c_int64]
+      lib.facegen_single_thread_calls.restype = ctypes.c_int64
+      lib.facegen_set_single_thread_below(int(mflop * 1e6))
       _state.update(ok=True, path=path, version=lib.facegen_onednn_version().decode(), lib=lib,
                     bf16=bool(lib.facegen_onednn_bf16_native()))
     except Exception as e:  # pylint: disable=broad-except
       _state.update(ok=False, reason=f"{type(e).__name__}: {e}")
+
+
+def single_thread_calls() -> int:
+  """How many oneDNN convolution calls have run on one thread in this process (for tests)."""
+  return int(_state["lib"].facegen_single_thread_calls()) if available() else 0
 
 
 def available() -> bool:
