@@ -217,7 +217,8 @@ def conv_backend() -> str:
   from facegen_jax.models import fast_conv, onednn_conv  # pylint: disable=import-outside-toplevel
   impl = fast_conv.resolve_impl("auto")
   if impl == "onednn":
-    return f"oneDNN {onednn_conv.version()} through XLA FFI custom calls"
+    return (f"oneDNN {onednn_conv.version()} through XLA FFI custom calls; those under "
+            f"{onednn_conv.single_thread_mflop():g} MFLOP on one thread (${onednn_conv.SINGLE_THREAD_ENV})")
   reason = onednn_conv.unavailable_reason()
   return f"{impl}" + (f" (oneDNN unavailable: {reason})" if reason else "")
 
