@@ -162,8 +162,9 @@ class TorchTimer:
       raise RuntimeError(f"benchmarks/torch_timer.py failed on {request}: {reply['error']}")
     return reply
 
-  def seconds(self, op, name, res, batch, warm_seconds: float, calls: int) -> list:
-    return self.ask(op=op, config=name, res=res, batch=batch, warm_seconds=warm_seconds, calls=calls)["seconds"]
+  def seconds(self, op, name, res, batch, warm_seconds: float, calls: int, dtype: str = "float32") -> list:
+    return self.ask(op=op, config=name, res=res, batch=batch, warm_seconds=warm_seconds, calls=calls,
+                    dtype=dtype)["seconds"]
 
   def close(self):
     self.proc.stdin.close()
@@ -188,11 +189,12 @@ def interleaved(calls: dict, repeats: int, per_round: int = 2, warm_seconds: flo
   return best
 
 
-def against_torch(run, timer, op, name, res, batch, repeats):
-  """(JAX seconds, PyTorch seconds or None): best calls of `run` and of PyTorch's `op`, in turns."""
+def against_torch(run, timer, op, name, res, batch, repeats, dtype="float32"):
+  """(JAX seconds, PyTorch seconds or None): best calls of `run` and of PyTorch's `op`, in turns
+  (dtype "bfloat16": PyTorch under bfloat16 autocast)."""
   calls = {"jax": lambda w, n: common.warm_then_time(run, w, n)}
   if timer is not None:
-    calls["torch"] = lambda w, n: timer.seconds(op, name, res, batch, w, n)
+    calls["torch"] = lambda w, n: timer.seconds(op, name, res, batch, w, n, dtype)
   best = interleaved(calls, repeats)
   return best["jax"], best.get("torch")
 
@@ -283,9 +285,11 @@ def main():
         t_xla = common.best_time(run_xla, repeats, warmup=0)
         del run_xla
         run_bf16, _, _ = jax_train(common.benchmark_config(name, res, b, compute_dtype="bfloat16"), batch_np)
-        t_bf16 = common.best_time(run_bf16, repeats, warmup=0)
+        t_bf16, t_torch_bf16 = against_torch(run_bf16, timer, "train", name, res, b, repeats, "bfloat16")
         del run_bf16
         row.update(fast_ips=b / t_fast, xla_ips=b / t_xla, bf16_ips=b / t_bf16)
+        if use_torch:
+          row.update(torch_bf16_ips=b / t_torch_bf16, bf16_ratio=t_bf16 / t_torch_bf16)
       else:
         flops = counted_flops(name, res, b, batch_np)
       row.update(train_ips=b / t, train_s=t, train_gflop=flops / b / 1e9, train_peak=flops / t / peak, mem=mem / 2**20)
@@ -306,7 +310,9 @@ def main():
                f"infer {b / row['torch_infer_s']:.2f} img/s | JAX/torch train {row['train_ratio']:.2f}x, "
                f"infer {row['infer_ratio']:.2f}x" if use_torch else "")
             + (f"  | fast_conv {row['fast_ips']:.2f}, XLA convs {row['xla_ips']:.2f}, bfloat16 {row['bf16_ips']:.2f} img/s"
-               if "xla_ips" in row else ""),
+               if "xla_ips" in row else "")
+            + (f" (torch bfloat16 {row['torch_bf16_ips']:.2f}, JAX/torch {row['bf16_ratio']:.2f}x)"
+               if "bf16_ratio" in row else ""),
             flush=True)
   if timer is not None:
     timer.close()
@@ -349,17 +355,17 @@ def write_markdown(args, rows, others, peak, peaks, maxrss_mb, load_start, load_
       f"- convolutions (`conv_impl` \"auto\"): {conv_backend()}",
       "",
       "| config | res | train img/s | train img/s, fast_conv | train img/s, XLA convs | train img/s, bfloat16 | "
-      "torch train img/s | "
+      "torch train img/s, bfloat16 | bfloat16 train JAX/torch | torch train img/s | "
       "train JAX/torch | train GFLOP/img | train % of peak | torch train % of peak | infer img/s | "
       "torch infer img/s | infer JAX/torch | infer GFLOP/img | infer % of peak | XLA train memory MiB |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in rows:
     t_train = args.batch / r["torch_train_s"] if use_torch else None
     t_infer = args.batch / r["torch_infer_s"] if use_torch else None
     lines.append(
         f"| {r['config']} | {r['res']} | {fmt(r['train_ips'])} | {fmt(r.get('fast_ips'))} | {fmt(r.get('xla_ips'))} | "
-        f"{fmt(r.get('bf16_ips'))} | "
+        f"{fmt(r.get('bf16_ips'))} | {fmt(r.get('torch_bf16_ips'))} | {fmt(r.get('bf16_ratio'), '{:.2f}x')} | "
         f"{fmt(t_train)} | "
         f"{fmt(r.get('train_ratio'), '{:.2f}x')} | {fmt(r['train_gflop'])} | {fmt(100 * r['train_peak'], '{:.0f}%')} | "
         f"{fmt(100 * r['torch_train_peak'] if use_torch else None, '{:.0f}%')} | "
@@ -378,7 +384,8 @@ def write_markdown(args, rows, others, peak, peaks, maxrss_mb, load_start, load_
       "`facegen_jax/models/onednn_conv.py` where they build, else fast_conv); `train img/s, fast_conv`: "
       "`conv_impl = \"fast\"` (the stride-1 reformulations in XLA of `facegen_jax/models/fast_conv.py`); "
       "`XLA convs`: `conv_impl = \"xla\"` (XLA's own convolution gradients); `bfloat16`: `compute_dtype = "
-      "\"bfloat16\"` (float32 parameters; convolutions " + bf16_backend() + ").",
+      "\"bfloat16\"` (float32 parameters; convolutions " + bf16_backend() + "), timed in turns with PyTorch's "
+      "own mixed precision: the same step under `torch.autocast(\"cpu\", torch.bfloat16)`.",
       "- GFLOP/img: XLA's cost analysis of the program with `conv_impl = \"fast\"` (same arithmetic; XLA counts no "
       "FLOPs inside the oneDNN custom calls), divided by the batch; % of peak = those FLOPs per second over the "
       "matmul peak above (the fastest of the three matmuls: the machine's peak, not one framework's); the "

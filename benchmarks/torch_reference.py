@@ -16,6 +16,7 @@ Needs the `bench` extra (torch, CPU build).
 """
 
 import re
+from typing import Optional
 
 import ml_collections
 import numpy as np
@@ -243,7 +244,11 @@ def load_flax_params(module: nn.Module, flax_params) -> None:
 class TorchTrainStep:
   """One G+D step of the GAN (see module docstring) on NCHW float tensors."""
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, autocast: Optional[torch.dtype] = None):
+    """autocast: None (float32), or torch.bfloat16 to run the forward passes under
+    `torch.autocast("cpu", autocast)` (float32 parameters and optimizer; no loss scaling, which
+    bfloat16's float32 exponent range does not need)."""
+    self.autocast = autocast
     self.generator, self.discriminator = Generator(config), MultiScaleDiscriminator(config)
     opt = config.optimizer
     self.g_opt = torch.optim.Adam(self.generator.parameters(), lr=opt.g_learning_rate, betas=(opt.b1, opt.b2))
@@ -257,25 +262,31 @@ class TorchTrainStep:
   def _d_in(self, image, mask):
     return torch.cat([image, mask], dim=1) if self.conditional else image
 
+  def _forward(self):
+    return torch.autocast("cpu", dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None)
+
   def __call__(self, source, target, driving_mask, target_mask) -> dict:
     self.generator.train()
-    out = self.generator(source, driving_mask)
+    with self._forward():
+      out = self.generator(source, driving_mask)
     generated, reconstructed = out["generated"], out["reconstructed"]
 
     self.discriminator.requires_grad_(True)
     real_in, fake_in = self._d_in(target, target_mask), self._d_in(generated.detach(), driving_mask)
-    logits = self.discriminator(torch.cat([real_in, fake_in], dim=0))
-    n = source.shape[0]
-    d_loss = sum(F.relu(1 - l[:n]).mean() + F.relu(1 + l[n:]).mean() for l in logits) / len(logits)
+    with self._forward():
+      logits = self.discriminator(torch.cat([real_in, fake_in], dim=0))
+      n = source.shape[0]
+      d_loss = sum(F.relu(1 - l[:n]).mean() + F.relu(1 + l[n:]).mean() for l in logits) / len(logits)
     self.d_opt.zero_grad(set_to_none=True)
     d_loss.backward()
     self.d_opt.step()
 
     self.discriminator.requires_grad_(False)
-    fake_logits = self.discriminator(self._d_in(generated, driving_mask))
-    adv = sum(-l.mean() for l in fake_logits) / len(fake_logits)
-    g_loss = (self.pixel_w * (generated - target).abs().mean() + self.rec_w * (reconstructed - source).abs().mean()
-              + self.adv_w * adv)
+    with self._forward():
+      fake_logits = self.discriminator(self._d_in(generated, driving_mask))
+      adv = sum(-l.mean() for l in fake_logits) / len(fake_logits)
+      g_loss = (self.pixel_w * (generated - target).abs().mean() + self.rec_w * (reconstructed - source).abs().mean()
+                + self.adv_w * adv)
     self.g_opt.zero_grad(set_to_none=True)
     g_loss.backward()
     self.g_opt.step()

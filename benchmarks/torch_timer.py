@@ -8,9 +8,11 @@ one libgomp inside one process: once oneDNN had run, PyTorch's small-op steps we
 Protocol: one JSON object a line on stdin, one JSON object a line in reply:
   {"op": "matmul", "n": 1536, "repeats": 5}                              -> {"seconds": best call}
   {"op": "train" | "infer", "config": "default", "res": 128, "batch": 4,
-   "warm_seconds": 0.3, "calls": 2}                                      -> {"seconds": [per timed call]}
+   "warm_seconds": 0.3, "calls": 2, "dtype": "float32"}                  -> {"seconds": [per timed call]}
   {"op": "threads"}                                                      -> {"threads": n}
-The first "train"/"infer" request of each (config, res, batch) builds the model. Every such
+"dtype" "bfloat16" runs the forward passes under `torch.autocast("cpu", torch.bfloat16)`, PyTorch's
+own mixed precision (float32 parameters, bfloat16 convolutions). The first "train"/"infer"
+request of each (config, res, batch, dtype) builds the model. Every such
 request first makes untimed calls for `warm_seconds` (at least one), then times `calls` calls back
 to back (see common.warm_then_time). Errors are replied as {"error": "..."}; end of input ends the
 process.
@@ -36,17 +38,20 @@ def torch_inputs(batch_np: dict):
   return img("source"), img("target"), msk("driving_mask"), msk("target_mask")
 
 
-def build(op: str, name: str, res: int, batch: int):
+def build(op: str, name: str, res: int, batch: int, dtype: str = "float32"):
   """A no-argument callable running one PyTorch train step or one generator inference."""
+  if dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"unknown dtype {dtype!r}: float32 or bfloat16")
   config = common.benchmark_config(name, res, batch)
   source, target, driving_mask, target_mask = torch_inputs(common.synthetic_batch(config, batch))
+  autocast = torch.bfloat16 if dtype == "bfloat16" else None
   if op == "train":
-    step = torch_reference.TorchTrainStep(config)
+    step = torch_reference.TorchTrainStep(config, autocast=autocast)
     return lambda: step(source, target, driving_mask, target_mask)
   generator = torch_reference.Generator(config).eval()
 
   def infer():
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast is not None):
       return generator(source, driving_mask)["generated"]
 
   return infer
@@ -61,7 +66,7 @@ def handle(request: dict, cache: dict) -> dict:
     a, b = torch.randn(n, n), torch.randn(n, n)
     return {"seconds": common.best_time(lambda: a @ b, int(request.get("repeats", 5)))}
   if op in ("train", "infer"):
-    key = (op, request["config"], int(request["res"]), int(request["batch"]))
+    key = (op, request["config"], int(request["res"]), int(request["batch"]), request.get("dtype", "float32"))
     if key not in cache:
       cache[key] = build(*key)
     return {"seconds": common.warm_then_time(cache[key], float(request.get("warm_seconds", 0.3)),

@@ -47,6 +47,10 @@ def test_torch_timer_process():
     seconds = timer.seconds("train", "tiny", 64, 2, warm_seconds=0.0, calls=2)
     assert len(seconds) == 2 and all(s > 0 for s in seconds)
     assert len(timer.seconds("infer", "tiny", 64, 2, warm_seconds=0.0, calls=1)) == 1
+    # PyTorch's own mixed precision, the reference of the bfloat16 column
+    assert len(timer.seconds("train", "tiny", 64, 2, warm_seconds=0.0, calls=1, dtype="bfloat16")) == 1
+    with pytest.raises(RuntimeError, match="unknown dtype 'float16'"):
+      timer.seconds("train", "tiny", 64, 2, warm_seconds=0.0, calls=1, dtype="float16")
     with pytest.raises(RuntimeError, match="unknown op 'bogus'"):
       timer.ask(op="bogus")
     assert timer.ask(op="threads")["threads"] >= 1  # still serving after an error

@@ -1,7 +1,7 @@
 """The PyTorch reference of benchmarks/torch_reference.py is the same network as the flax one.
 
-Needs torch (the `bench` extra). CI does not install that extra, so this module is skipped there
-(`pytest.importorskip`); it is the only test that needs torch.
+Needs torch (the `bench` extra, which .ci/run installs); without it this module is skipped
+(`pytest.importorskip`), as is the timer-process test of perf_benchmark_timing_test.py.
 """
 
 import jax
@@ -60,9 +60,10 @@ def test_same_parameter_count_and_outputs(name, resolution):
     np.testing.assert_allclose(_nhwc(t), np.asarray(j), atol=2e-4, rtol=1e-3)
 
 
-def test_torch_train_step_runs_and_learns():
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16], ids=["float32", "bfloat16-autocast"])
+def test_torch_train_step_runs_and_learns(autocast):
   config = common.benchmark_config("tiny", 64, batch=2)
-  step = torch_reference.TorchTrainStep(config)
+  step = torch_reference.TorchTrainStep(config, autocast=autocast)
   batch = common.synthetic_batch(config, 2)
   img = lambda k: torch.from_numpy(batch[k].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1)
   msk = lambda k: torch.from_numpy(batch[k].transpose(0, 3, 1, 2).astype(np.float32) / 255)
@@ -72,3 +73,9 @@ def test_torch_train_step_runs_and_learns():
     last = step(*args)
   assert np.isfinite(first["g/total"]) and np.isfinite(last["d/loss"])
   assert last["g/total"] < first["g/total"]
+  # parameters stay float32 under autocast; the convolutions ran in bfloat16
+  assert all(p.dtype == torch.float32 for p in step.generator.parameters())
+  if autocast is not None:
+    with step._forward():  # pylint: disable=protected-access
+      out = step.generator(args[0], args[2])
+    assert out["generated"].dtype == torch.bfloat16
