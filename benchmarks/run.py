@@ -219,8 +219,9 @@ def conv_backend() -> str:
   from facegen_jax.models import fast_conv, onednn_conv  # pylint: disable=import-outside-toplevel
   impl = fast_conv.resolve_impl("auto")
   if impl == "onednn":
-    return (f"oneDNN {onednn_conv.version()} through XLA FFI custom calls; those under "
-            f"{onednn_conv.single_thread_mflop():g} MFLOP on one thread (${onednn_conv.SINGLE_THREAD_ENV})")
+    limits = ", ".join(f"{dtype} under {onednn_conv.current_single_thread_mflop(dtype):g} MFLOP (${env})"
+                       for dtype, env in onednn_conv.SINGLE_THREAD_ENV.items())
+    return f"oneDNN {onednn_conv.version()} through XLA FFI custom calls; on one thread: {limits}"
   reason = onednn_conv.unavailable_reason()
   return f"{impl}" + (f" (oneDNN unavailable: {reason})" if reason else "")
 

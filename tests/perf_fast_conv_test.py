@@ -75,11 +75,12 @@ def _custom_calls(fn, *args) -> list:
 def onednn_threads(request):
   """Sets onednn_conv's single-thread threshold (million FLOPs) for one test, then restores it."""
   mflop = request.param
+  before = onednn_conv.current_single_thread_mflop()
   if mflop is not None and onednn_conv.available():
     onednn_conv.set_single_thread_mflop(mflop)
   yield mflop
   if mflop is not None and onednn_conv.available():
-    onednn_conv.set_single_thread_mflop(onednn_conv.single_thread_mflop())
+    onednn_conv.set_single_thread_mflop(before)
 
 
 # oneDNN twice: every convolution on the whole OpenMP team (threshold 0) and every one on a
@@ -161,16 +162,23 @@ def test_impl_selection(monkeypatch):
 
 
 def test_single_thread_threshold_setting(monkeypatch):
-  monkeypatch.delenv(onednn_conv.SINGLE_THREAD_ENV, raising=False)
-  assert onednn_conv.single_thread_mflop() == onednn_conv.DEFAULT_SINGLE_THREAD_MFLOP
-  monkeypatch.setenv(onednn_conv.SINGLE_THREAD_ENV, "0")
-  assert onednn_conv.single_thread_mflop() == 0.0
-  for bad in ("many", "-5", "nan"):
-    monkeypatch.setenv(onednn_conv.SINGLE_THREAD_ENV, bad)
-    with pytest.raises(ValueError, match=onednn_conv.SINGLE_THREAD_ENV):
-      onednn_conv.single_thread_mflop()
+  for dtype, env in onednn_conv.SINGLE_THREAD_ENV.items():
+    monkeypatch.delenv(env, raising=False)
+    assert onednn_conv.single_thread_mflop(dtype) == onednn_conv.DEFAULT_SINGLE_THREAD_MFLOP[dtype]
+    monkeypatch.setenv(env, "0")
+    assert onednn_conv.single_thread_mflop(dtype) == 0.0
+    monkeypatch.setenv(env, "inf")
+    assert onednn_conv.single_thread_mflop(dtype) == float("inf")
+    for bad in ("many", "-5", "nan"):
+      monkeypatch.setenv(env, bad)
+      with pytest.raises(ValueError, match=env):
+        onednn_conv.single_thread_mflop(dtype)
   with pytest.raises(ValueError, match=">= 0"):
     onednn_conv.set_single_thread_mflop(-1.0)
+  with pytest.raises(ValueError, match="float16"):
+    onednn_conv.single_thread_mflop("float16")
+  assert onednn_conv._flops(float("inf")) == np.iinfo(np.int64).max  # pylint: disable=protected-access
+  assert onednn_conv._flops(200.0) == 200_000_000  # pylint: disable=protected-access
 
 
 def test_onednn_unavailable_falls_back(monkeypatch):
@@ -197,12 +205,26 @@ BF16_CASES = [
 ]
 
 
+@pytest.fixture
+def bf16_threads(request):
+  """Sets onednn_conv's bfloat16 single-thread threshold for one test, then restores it."""
+  before = onednn_conv.current_single_thread_mflop("bfloat16")
+  if onednn_conv.available():
+    onednn_conv.set_single_thread_mflop(request.param, "bfloat16")
+  yield request.param
+  if onednn_conv.available():
+    onednn_conv.set_single_thread_mflop(before, "bfloat16")
+
+
+@pytest.mark.parametrize("bf16_threads", [0.0, float("inf")], ids=["team", "single"], indirect=True)
 @pytest.mark.parametrize("kind,shape,features,kernel,stride", BF16_CASES)
-def test_onednn_bfloat16_equals_float32_to_bfloat16_precision(kind, shape, features, kernel, stride):
+def test_onednn_bfloat16_equals_float32_to_bfloat16_precision(kind, shape, features, kernel, stride, bf16_threads):
   """bfloat16 (compute_dtype) convolutions run on oneDNN's bfloat16 primitives where the CPU has
   native kernels (AMX / AVX512-BF16), with forward and gradients equal to float32's on the same
-  bfloat16-rounded inputs up to bfloat16 rounding; elsewhere they keep the XLA formulations."""
+  bfloat16-rounded inputs up to bfloat16 rounding, on the whole OpenMP team or on one thread;
+  elsewhere they keep the XLA formulations."""
   _require("onednn")
+  single_before = onednn_conv.single_thread_calls()
   ref, _ = _modules(kind, features, kernel, stride)
   make = nn.Conv if kind == "conv" else fast_conv.ConvTranspose
   ours = make(features, (kernel, kernel), strides=(stride, stride), padding="SAME", dtype=jnp.bfloat16,
@@ -214,6 +236,9 @@ def test_onednn_bfloat16_equals_float32_to_bfloat16_precision(kind, shape, featu
   loss = lambda m, dtype: lambda p, x: jnp.sum(m.apply(p, x.astype(dtype)).astype(jnp.float32) * cot)
   g_ref = jax.grad(loss(ref, jnp.float32), (0, 1))(params, x)
   g = jax.grad(loss(ours, jnp.bfloat16), (0, 1))(params, x)
+  single = onednn_conv.single_thread_calls() - single_before  # forward and both gradients
+  if onednn_conv.bf16_native():
+    assert (single >= 2) if bf16_threads else (single == 0), (bf16_threads, single)
   assert ours.apply(params, x).dtype == jnp.bfloat16
   assert _rel_err(ours.apply(params, x), ref.apply(params, x.astype(jnp.float32))) < 1e-2
   # Kernel gradients accumulate in float32 inside oneDNN; the bias gradient is a bfloat16 sum in XLA.

@@ -32,13 +32,17 @@ float32 and bfloat16 (`compute_dtype`; all operands one type): bfloat16 runs her
 `bf16_native()` (oneDNN's AMX or AVX512-BF16 kernels), else on the XLA formulations of fast_conv.
 
 Threads: a convolution runs on oneDNN's OpenMP team (`OMP_NUM_THREADS`, default one thread per
-core) while XLA's pool runs other ops beside it. One of fewer than
+core) while XLA's pool runs other ops beside it. A float32 one of fewer than
 `$FACEGEN_ONEDNN_SINGLE_THREAD_MFLOP` million FLOPs (default 200; 0: never) runs on one thread
 instead: split over the team it mostly waited at the fork/join for threads held by XLA's other
 ops (2-core machine, best of 10 interleaved calls: tiny model train step at 64x64 17.3 -> 9.9 ms,
-at 128x128 41.8 -> 31.4 ms, in bfloat16 45.0 -> 28.7 ms; the default model, whose convolutions
-are mostly larger, within noise at 64, 128 and 256). Machines with many more
-cores may want another threshold: measure with benchmarks/run.py.
+at 128x128 41.8 -> 31.4 ms; the default model, whose convolutions are mostly larger, within noise
+at 64, 128 and 256, and slower with every convolution on one thread: 715 -> 803 ms at 128).
+bfloat16 convolutions on AMX are about 4x shorter, so the wait weighs more, and
+`$FACEGEN_ONEDNN_SINGLE_THREAD_MFLOP_BF16` defaults to inf (all on one thread): the default
+model's bfloat16 train step took 158 -> 121 ms at 64, 401 -> 345 ms at 128 and 1333 -> 1228 ms
+at 256 against the float32 threshold; inference within noise. Machines with many more cores may
+want other thresholds: measure with benchmarks/run.py.
 """
 
 import ctypes
@@ -77,31 +81,55 @@ _BF16 = "_bf16"  # suffix of the bfloat16 targets (C++ symbols: "Bf16")
 _lock = threading.Lock()
 _state: dict = {}
 
-SINGLE_THREAD_ENV = "FACEGEN_ONEDNN_SINGLE_THREAD_MFLOP"
-DEFAULT_SINGLE_THREAD_MFLOP = 200.0
+# Per compute dtype: the environment variable and the default threshold in million FLOPs.
+SINGLE_THREAD_ENV = {"float32": "FACEGEN_ONEDNN_SINGLE_THREAD_MFLOP",
+                     "bfloat16": "FACEGEN_ONEDNN_SINGLE_THREAD_MFLOP_BF16"}
+DEFAULT_SINGLE_THREAD_MFLOP = {"float32": 200.0, "bfloat16": float("inf")}
+_thresholds: dict = {}
 
 
-def single_thread_mflop() -> float:
-  """The threshold in million FLOPs below which a convolution runs on one thread (see above)."""
-  raw = os.environ.get(SINGLE_THREAD_ENV, "").strip()
+def _check_dtype(dtype: str) -> str:
+  if dtype not in SINGLE_THREAD_ENV:
+    raise ValueError(f"single-thread thresholds exist for {sorted(SINGLE_THREAD_ENV)}, not {dtype!r}")
+  return dtype
+
+
+def single_thread_mflop(dtype: str = "float32") -> float:
+  """The threshold in million FLOPs below which a `dtype` convolution runs on one thread: its
+  environment variable (see above), else the default (float32 200, bfloat16 inf: always)."""
+  name = SINGLE_THREAD_ENV[_check_dtype(dtype)]
+  raw = os.environ.get(name, "").strip()
   if not raw:
-    return DEFAULT_SINGLE_THREAD_MFLOP
+    return DEFAULT_SINGLE_THREAD_MFLOP[dtype]
   try:
     value = float(raw)
   except ValueError:
     value = -1.0
   if not value >= 0:
-    raise ValueError(f"${SINGLE_THREAD_ENV}={raw!r} is not a number of million FLOPs >= 0; unset it for the "
-                     f"default ({DEFAULT_SINGLE_THREAD_MFLOP:g}) or set 0 to split every convolution over all threads")
+    raise ValueError(f"${name}={raw!r} is not a number of million FLOPs >= 0 (or inf); unset it for the "
+                     f"default ({DEFAULT_SINGLE_THREAD_MFLOP[dtype]:g}) or set 0 to split every {dtype} "
+                     "convolution over all threads")
   return value
 
 
-def set_single_thread_mflop(mflop: float) -> None:
-  """Changes the threshold for convolutions run from now on (compiled programs included)."""
+def _flops(mflop: float) -> int:
+  """Million FLOPs -> the C++ side's int64 FLOPs (inf -> the largest int64)."""
+  return int(mflop * 1e6) if mflop * 1e6 < 2.0**62 else int(np.iinfo(np.int64).max)
+
+
+def set_single_thread_mflop(mflop: float, dtype: str = "float32") -> None:
+  """Changes the `dtype` threshold for convolutions run from now on (compiled programs included)."""
+  _check_dtype(dtype)
   if not mflop >= 0:
     raise ValueError(f"single-thread threshold must be >= 0 million FLOPs, got {mflop!r}")
   if available():
-    _state["lib"].facegen_set_single_thread_below(int(mflop * 1e6))
+    _thresholds[dtype] = mflop
+    _state["lib"].facegen_set_single_thread_below(_flops(_thresholds["float32"]), _flops(_thresholds["bfloat16"]))
+
+
+def current_single_thread_mflop(dtype: str = "float32") -> Optional[float]:
+  """The threshold in force in this process (None where oneDNN is unavailable)."""
+  return _thresholds.get(_check_dtype(dtype)) if available() else None
 
 
 def _dnnl_roots() -> list[pathlib.Path]:
@@ -128,6 +156,8 @@ def cache_dir() -> pathlib.Path:
   if os.environ.get("FACEGEN_CACHE_DIR"):
     return pathlib.Path(os.environ["FACEGEN_CACHE_DIR"])
   return pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "facegen_jax"
+
+
 
 
 def _build() -> pathlib.Path:
@@ -163,7 +193,8 @@ def _load() -> None:
   with _lock:
     if _state:
       return
-    mflop = single_thread_mflop()  # a bad setting is the user's error, not a reason to fall back
+    # A bad setting is the user's error, not a reason to fall back.
+    mflop = {dtype: single_thread_mflop(dtype) for dtype in SINGLE_THREAD_ENV}
     try:
       path = _build()
       lib = ctypes.CDLL(str(path))
@@ -172,9 +203,10 @@ def _load() -> None:
         jax.ffi.register_ffi_target(_TARGETS[key] + _BF16, jax.ffi.pycapsule(getattr(lib, symbol + "Bf16")),
                                     platform="cpu")
       lib.facegen_onednn_version.restype = ctypes.c_char_p
-      lib.facegen_set_single_thread_below.argtypes = [ctypes.c_int64]
+      lib.facegen_set_single_thread_below.argtypes = [ctypes.c_int64, ctypes.c_int64]
       lib.facegen_single_thread_calls.restype = ctypes.c_int64
-      lib.facegen_set_single_thread_below(int(mflop * 1e6))
+      lib.facegen_set_single_thread_below(_flops(mflop["float32"]), _flops(mflop["bfloat16"]))
+      _thresholds.update(mflop)
       _state.update(ok=True, path=path, version=lib.facegen_onednn_version().decode(), lib=lib,
                     bf16=bool(lib.facegen_onednn_bf16_native()))
     except Exception as e:  # pylint: disable=broad-except
