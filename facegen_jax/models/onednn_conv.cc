@@ -74,7 +74,7 @@ std::mutex cache_mu;
 // (tiny model train step at 64x64: 17.3 -> 9.9 ms). AMX bfloat16 convolutions are about 4x
 // shorter, so waiting weighs more: there the default threshold is unlimited. One threshold per
 // element type ([0] float32, [1] bfloat16), set by facegen_set_single_thread_below().
-int64_t single_thread_below[2] = {0, 0};
+std::atomic<int64_t> single_thread_below[2] = {{0}, {0}};
 std::atomic<int64_t> single_thread_calls{0};
 
 // Runs f with this thread's OpenMP team limited to one thread when single is set.
@@ -173,7 +173,7 @@ Key MakeKey(Kind kind, ffi::Span<const int64_t> src, ffi::Span<const int64_t> ds
             int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t flip, bool bf16) {
   const int64_t flops = 2 * src[0] * dst[1] * dst[2] * dst[3] * src[3] * wt[0] * wt[1];
   return Key{kind, src[0], src[3], src[1], src[2], dst[3], dst[1], dst[2], wt[0], wt[1], sh, sw, pt, pb, pl, pr, flip,
-             bf16, flops < single_thread_below[bf16 ? 1 : 0]};
+             bf16, flops < single_thread_below[bf16 ? 1 : 0].load(std::memory_order_relaxed)};
 }
 
 // flip: copies between the flipped kernel at `user` and prim_wt memory `wt`, tap by tap.
@@ -314,8 +314,8 @@ extern "C" int facegen_onednn_bf16_native() {
 
 // Sets the FLOP counts below which a float32 / bfloat16 convolution runs on one thread (0: never).
 extern "C" void facegen_set_single_thread_below(int64_t f32_flops, int64_t bf16_flops) {
-  single_thread_below[0] = f32_flops;
-  single_thread_below[1] = bf16_flops;
+  single_thread_below[0].store(f32_flops);
+  single_thread_below[1].store(bf16_flops);
 }
 
 // How many calls have run on one thread so far (tests check that the setting takes effect).
