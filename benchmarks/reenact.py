@@ -56,10 +56,10 @@ def main(argv):
   n = len(frames)
   track, t_landmarks = _timed(lambda: track_frames(frames, fps=float(info.fps), detect_every=5))
   lms = reenactor.transfer_motion(source, fill_missing(track.landmarks, track.found), track.found, "relative")
-  reenactor.generate(np.repeat(source.crop[None], 8, 0), lms[:8])  # compile
+  reenactor.generate(np.repeat(source.crop[None], 8, 0), source.landmarks, lms[:8])  # compile
 
   def generate():
-    return np.concatenate([reenactor.generate(np.repeat(source.crop[None], len(lms[i:i + 8]), 0), lms[i:i + 8])
+    return np.concatenate([reenactor.generate(np.repeat(source.crop[None], len(lms[i:i + 8]), 0), source.landmarks, lms[i:i + 8])
                            for i in range(0, n, 8)])
 
   faces, t_generate = _timed(generate)

@@ -170,7 +170,8 @@ def test_export_round_trip(checkpoint, tmp_path):
   rng = np.random.RandomState(0)
   sources = rng.randint(0, 256, (2, 64, 64, 3)).astype(np.uint8)
   masks = rng.randint(0, 256, (2, 64, 64, model.mask_channels)).astype(np.uint8)
-  np.testing.assert_array_equal(loaded(sources, masks), model(sources, masks))
+  lms = rng.uniform(10, 50, (2, 68, 2)).astype(np.float32)
+  np.testing.assert_array_equal(loaded(sources, masks, lms, lms), model(sources, masks, lms, lms))
   with open(path, "r+b") as f:  # a damaged export names itself
     f.truncate(100)
   with pytest.raises(ValueError, match="generator.msgpack"):

@@ -70,7 +70,7 @@ def _check_shapes(variables, like, where: str) -> None:
 
 
 class GeneratorModel:
-  """`model(sources, masks) -> images`: the generator in inference mode, jitted.
+  """`model(sources, masks, source_landmarks, driving_landmarks) -> images`: the generator in inference mode, jitted.
 
   Attributes:
     config: the training config.
@@ -133,21 +133,31 @@ class GeneratorModel:
 
   @functools.cached_property
   def _apply(self):
-    def apply(variables, sources, masks):
+    def apply(variables, sources, masks, source_landmarks, driving_landmarks):
       src = sources.astype(jnp.float32) / 127.5 - 1.0
-      out = self.generator.apply(variables, src, masks.astype(jnp.float32) / 255.0, train=False)
+      out = self.generator.apply(variables, src, masks.astype(jnp.float32) / 255.0, source_landmarks,
+                                 driving_landmarks, train=False)
       return jnp.clip(jnp.round((out["generated"] + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
     return jax.jit(apply)
 
-  def __call__(self, sources: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Args: sources `[B, R, R, 3]` uint8 face crops; masks `[B, R, R, M]` uint8 driving masks.
+  def __call__(self, sources: np.ndarray, masks: np.ndarray, source_landmarks: np.ndarray,
+               driving_landmarks: np.ndarray) -> np.ndarray:
+    """Args: sources `[B, R, R, 3]` uint8 face crops; masks `[B, R, R, M]` uint8 driving masks;
+    source_landmarks, driving_landmarks `[B, 68, 2]` crop pixels (x, y) of the sources' faces and
+    of the poses the masks were rendered from.
 
     Returns: generated faces `[B, R, R, 3]` uint8.
     """
     sources, masks = np.asarray(sources), np.asarray(masks)
+    b = sources.shape[0] if sources.ndim == 4 else 0
+    source_landmarks = np.asarray(source_landmarks, np.float32)
+    driving_landmarks = np.asarray(driving_landmarks, np.float32)
+    for name, lm in (("source_landmarks", source_landmarks), ("driving_landmarks", driving_landmarks)):
+      if lm.shape != (b, 68, 2):
+        raise ValueError(f"{name} must be [{b}, 68, 2] crop pixels, got {lm.shape}")
     r, m = self.resolution, self.mask_channels
     if sources.ndim != 4 or sources.shape[1:] != (r, r, 3):
       raise ValueError(f"sources must be [B, {r}, {r}, 3] uint8 face crops, got {sources.shape}")
     if masks.shape != sources.shape[:3] + (m,):
       raise ValueError(f"masks must be [B, {r}, {r}, {m}], got {masks.shape}")
-    return np.asarray(self._apply(self.variables, sources, masks))
+    return np.asarray(self._apply(self.variables, sources, masks, source_landmarks, driving_landmarks))

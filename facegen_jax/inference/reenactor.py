@@ -110,24 +110,28 @@ class Reenactor:
     crop, crop_landmarks, transform = crop_lib.crop_face(image, landmarks, self.resolution, self.crop_scale)
     return SourceFace(image, transform, crop, crop_landmarks)
 
-  def generate(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """The generator on face crops `[B, R, R, 3]` posed by crop-space landmarks `[B, 68, 2]`."""
+  def generate(self, crops: np.ndarray, source_landmarks: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The generator on face crops `[B, R, R, 3]` (whose own landmarks are `source_landmarks`,
+    `[B, 68, 2]` or `[68, 2]` for all) posed by crop-space landmarks `[B, 68, 2]`."""
+    landmarks = np.asarray(landmarks, np.float32)
+    source_landmarks = np.broadcast_to(np.asarray(source_landmarks, np.float32), landmarks.shape)
     masks = render_masks(landmarks, self.resolution, per_part=self.model.mask_per_part)
-    return self.model(np.asarray(crops), masks)
+    return self.model(np.asarray(crops), masks, source_landmarks, landmarks)
 
   def reenact_face(self, source_crop: np.ndarray, source_landmarks: np.ndarray,
                    driving_landmarks: np.ndarray) -> np.ndarray:
     """One aligned frame: the source face crop `[S, S, 3]` (any size S; resized to the model's
     resolution and back) in the pose of `driving_landmarks` (`[68, 2]`, pixels of that crop,
     already transferred). Evaluation's model method calls this."""
-    del source_landmarks  # the texture comes from the crop; the landmarks are for the caller's blend
     size, r = source_crop.shape[0], self.resolution
     if size == r:
-      return self.generate(source_crop[None], np.asarray(driving_landmarks)[None])[0]
+      return self.generate(source_crop[None], np.asarray(source_landmarks)[None],
+                           np.asarray(driving_landmarks)[None])[0]
     from PIL import Image  # pylint: disable=import-outside-toplevel
     crop = np.asarray(Image.fromarray(source_crop).resize((r, r), Image.BICUBIC))
     lm = (np.asarray(driving_landmarks, np.float64) + 0.5) * (r / size) - 0.5
-    out = self.generate(crop[None], lm[None].astype(np.float32))[0]
+    src_lm = (np.asarray(source_landmarks, np.float64) + 0.5) * (r / size) - 0.5
+    out = self.generate(crop[None], src_lm[None].astype(np.float32), lm[None].astype(np.float32))[0]
     return np.asarray(Image.fromarray(out).resize((size, size), Image.BICUBIC))
 
   def _finish(self, source: SourceFace, face: np.ndarray, landmarks: np.ndarray, blend: bool,
@@ -177,7 +181,7 @@ class Reenactor:
     bar = tqdm(total=len(lms), unit="frame", disable=not progress, desc="reenact")
     for start in range(0, len(lms), batch_size):
       chunk = lms[start:start + batch_size]
-      faces = self.generate(np.repeat(source.crop[None], len(chunk), 0), chunk)
+      faces = self.generate(np.repeat(source.crop[None], len(chunk), 0), source.landmarks, chunk)
       bar.update(len(chunk))
       if start + batch_size >= len(lms):
         bar.close()
@@ -225,7 +229,7 @@ class Reenactor:
     from facegen_jax.inference import figure, video_io  # pylint: disable=import-outside-toplevel
     idx = figure.sample_indices(len(landmarks), num_frames)
     lms = self.transfer_motion(source, landmarks, track.found, motion)[idx]
-    faces = self.generate(np.repeat(source.crop[None], len(idx), 0), lms)
+    faces = self.generate(np.repeat(source.crop[None], len(idx), 0), source.landmarks, lms)
     faces = [self._finish(source, f, lm, blend, paste_back=False) for f, lm in zip(faces, lms)]
     box = crop_lib.video_crop_box(track.landmarks, track.found, expand=self.crop_scale)
     wanted = set(int(i) for i in idx)

@@ -79,10 +79,13 @@ class Generator(nn.Module):
     return level_features(num_levels(self.resolution, self.bottleneck_size), self.base_features, self.max_features)
 
   @nn.compact
-  def __call__(self, source: jnp.ndarray, mask: jnp.ndarray, *, train: bool) -> dict[str, jnp.ndarray]:
+  def __call__(self, source: jnp.ndarray, mask: jnp.ndarray, source_landmarks: Optional[jnp.ndarray] = None,
+               driving_landmarks: Optional[jnp.ndarray] = None, *, train: bool) -> dict[str, jnp.ndarray]:
     """Args:
       source: reference face `[B, R, R, 3]` in [-1, 1].
       mask: first face mask (from the pose) `[B, R, R, M]` in [0, 1].
+      source_landmarks, driving_landmarks: `[B, 68, 2]` (x, y) crop pixels of the source face and
+        of the pose the mask was rendered from; read only by a generator with motion.
 
     Returns: {"generated": `[B, R, R, 3]`, "reconstructed": `[B, R, R, 3]`}, both in [-1, 1].
     """

@@ -108,7 +108,8 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
 
     # Generator forward, keeping its VJP.
     def g_forward(g_params):
-      out, updates = generator.apply({**state.g_vars, "params": g_params}, source, drv_mask, train=True,
+      out, updates = generator.apply({**state.g_vars, "params": g_params}, source, drv_mask,
+                                     batch["source_landmarks"], batch["driving_landmarks"], train=True,
                                      mutable=["batch_stats"], rngs=g_rngs)
       return (out["generated"], out["reconstructed"]), updates["batch_stats"]
 
