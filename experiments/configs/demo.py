@@ -26,6 +26,11 @@ def get_config():
   c.discriminator.num_scales = 2
   c.discriminator.base_features = 32
   c.discriminator.max_features = 256
+  # The landmark-driven warp (docs/method.md, Motion); "none" is the decoders alone.
+  c.model.motion = "landmark_tps"
+  # Mostly pairs of frames of one video: samples of the other two kinds use the unmoved source as
+  # the pixel target, which teaches a warping generator to hold the warp back.
+  c.data.kind_ratios = (0.8, 0.1, 0.1)
   c.optimizer.g_learning_rate = 2e-4
   c.optimizer.d_learning_rate = 4e-4
   c.optimizer.ema_decay = 0.99

@@ -42,7 +42,10 @@ def build_generator(config: ml_collections.ConfigDict) -> Generator:
       encoder_kernel=m.encoder_kernel, decoder_kernel=m.decoder_kernel, norm=m.norm, activation=m.activation,
       gamma_kernel=m.gamma_kernel, beta_kernel=m.beta_kernel, hidden_features=m.hidden_features,
       modulation=m.modulation, dtype=compute_dtype(config), conv_impl=m.get("conv_impl", "auto"),
-      level_order=m.get("level_order", "spade"))  # get: config.json files from before the option
+      level_order=m.get("level_order", "spade"),  # get: config.json files from before the option
+      motion=m.motion, motion_refiner=m.motion_refiner, motion_blend=m.motion_blend,
+      motion_features=m.motion_features, motion_max_residual=m.motion_max_residual,
+      motion_smoothing=m.motion_smoothing)
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> MultiScaleDiscriminator:

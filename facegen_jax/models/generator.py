@@ -1,12 +1,14 @@
 """The generator of SPEC 1: texture encoder, reconstruction decoder, mask-fused generation decoder."""
 
+import functools
 import math
 from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from facegen_jax.models import layers
+from facegen_jax.models import fast_conv, layers
+from facegen_jax.models import motion as motion_lib
 from facegen_jax.models.decoders import GenerationDecoder, ReconstructionDecoder
 from facegen_jax.models.encoder import TextureEncoder
 
@@ -52,6 +54,14 @@ class Generator(nn.Module):
     activation: decoder activation.
     gamma_kernel, beta_kernel, hidden_features, modulation: MaskAffineNorm settings.
     level_order: generation-decoder order, "spade" or "spec" (see GenerationDecoder).
+    motion: "none" (the decoders alone move the texture) or "landmark_tps": the reconstruction
+      outputs are warped into the driving pose by a thin-plate-spline flow from the landmarks
+      before the generation decoder concatenates them (models/motion.py).
+    motion_refiner: with motion, a learned residual flow and per-level occlusion maps.
+    motion_blend: with motion, the output is `m * warp(source) + (1 - m) * decoded`, m learned.
+    motion_features: channels of the MotionNet.
+    motion_max_residual: bound of the residual flow (normalized units; 0.1 = 5% of the frame).
+    motion_smoothing: ridge of the TPS solve (0 = exact interpolation).
     dtype: computation dtype (parameters stay float32).
     conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
   """
@@ -73,6 +83,12 @@ class Generator(nn.Module):
   dtype: jnp.dtype = jnp.float32
   conv_impl: str = "auto"
   level_order: str = "spade"
+  motion: str = "none"
+  motion_refiner: bool = True
+  motion_blend: bool = True
+  motion_features: int = 32
+  motion_max_residual: float = 0.1
+  motion_smoothing: float = motion_lib.DEFAULT_SMOOTHING
 
   @property
   def encoder_features(self) -> list[int]:
@@ -87,8 +103,11 @@ class Generator(nn.Module):
       source_landmarks, driving_landmarks: `[B, 68, 2]` (x, y) crop pixels of the source face and
         of the pose the mask was rendered from; read only by a generator with motion.
 
-    Returns: {"generated": `[B, R, R, 3]`, "reconstructed": `[B, R, R, 3]`}, both in [-1, 1].
+    Returns: {"generated": `[B, R, R, 3]`, "reconstructed": `[B, R, R, 3]`}, both in [-1, 1]; with
+    motion also "warped" (the source warped by the final flow, `[B, R, R, 3]`) and, with the
+    output blend, "blend_mask" (`[B, R, R, 1]` in [0, 1], 1 = keep the warped source).
     """
+    motion_lib.check_motion(self.motion)
     r = self.resolution
     if source.shape[1:3] != (r, r) or mask.shape[1:3] != (r, r):
       raise ValueError(f"Generator(resolution={r}) got source {source.shape} and mask {mask.shape}")
@@ -102,9 +121,43 @@ class Generator(nn.Module):
     sizes = [code.shape[1] * 2**k for k in range(1, len(dec) + 1)]
     masks = layers.MaskPyramid(sizes, self.mask_resize, dtype=self.dtype, conv_impl=self.conv_impl,
                                name="mask_pyramid")(mask)
+    extra = {}
+    if self.motion != "none":
+      recon_outputs, extra = self._warp(source, mask, source_landmarks, driving_landmarks, recon_outputs, sizes)
     generated = GenerationDecoder(
         dec, self.merge_levels, self.decoder_kernel, self.norm, self.activation, self.gamma_kernel,
         self.beta_kernel, self.hidden_features, self.modulation, self.dtype, self.conv_impl, self.level_order,
         name="generation_decoder")(
             code, recon_outputs, masks, train=train)
-    return {"generated": generated, "reconstructed": reconstructed}
+    if "blend_mask" in extra:
+      m = extra["blend_mask"]
+      generated = m * extra["warped"] + (1.0 - m) * generated
+    return {"generated": generated, "reconstructed": reconstructed, **extra}
+
+  def _warp(self, source, mask, source_landmarks, driving_landmarks, recon_outputs, sizes):
+    """The reconstruction outputs in the driving pose (occlusion-weighted), and the warped source
+    and blend mask for the output."""
+    if source_landmarks is None or driving_landmarks is None:
+      raise ValueError(f"Generator(motion={self.motion!r}) needs source_landmarks and driving_landmarks")
+    r = self.resolution
+    flow = motion_lib.landmark_flow(source_landmarks, driving_landmarks, r, smoothing=self.motion_smoothing)
+    heads = {}
+    if self.motion_refiner or self.motion_blend:
+      net_size = r // 4
+      conv = functools.partial(nn.Conv, dtype=self.dtype, conv_general_dilated=fast_conv.conv_fn(self.conv_impl))
+      inputs = motion_lib.motion_inputs(source, mask, source_landmarks, driving_landmarks, flow, net_size)
+      heads = motion_lib.MotionNet(conv, num_levels=len(sizes), features=self.motion_features,
+                                   refine=self.motion_refiner, blend=self.motion_blend,
+                                   max_residual=self.motion_max_residual, name="motion_net")(inputs.astype(self.dtype))
+    if "residual" in heads:
+      flow = flow + motion_lib.resize_map(heads["residual"], r)
+    warped_outputs = []
+    for k, (feats, size) in enumerate(zip(recon_outputs, sizes)):
+      x = motion_lib.warp(feats, motion_lib.downsample_flow(flow, size))
+      if "occlusion" in heads:
+        x = x * motion_lib.resize_map(heads["occlusion"][..., k:k + 1], size).astype(x.dtype)
+      warped_outputs.append(x)
+    extra = {"warped": motion_lib.warp(source.astype(jnp.float32), flow)}
+    if "blend" in heads:
+      extra["blend_mask"] = motion_lib.resize_map(heads["blend"], r)
+    return warped_outputs, extra

@@ -1,0 +1,245 @@
+"""Landmark-driven motion inside the generator (docs/method.md, "Motion").
+
+For every output pixel, where to read the source: a thin-plate spline (TPS) that carries each
+driving landmark onto the same landmark of the source face, with fixed anchors on the frame
+border, solved per sample as a small dense linear system. The generator resamples the
+reconstruction decoder's outputs (and the source image) by this flow, so what the generation
+decoder fuses with the driving mask is already in the driving pose.
+
+`MotionNet` refines the flow: from the driving mask, landmark heatmaps of the source and of the
+driving face and the warped source, it predicts a bounded residual flow, one occlusion map per
+decoder level (where the warped features are down-weighted so the decoder inpaints) and the
+output blend mask `m` of `image = m * warp(source) + (1 - m) * decoded`.
+
+Coordinates: landmarks come in crop pixels (x, y), pixel centres at integers. The flow is in
+normalized coordinates, x and y in [-1, 1] across the frame (pixel j of n has centre
+`(2 j + 1) / n - 1`), so one flow serves every decoder level.
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from facegen_jax.landmarks import layout
+
+MOTIONS = ("none", "landmark_tps")
+ModuleDef = Any
+
+# Ridge added to the kernel matrix's diagonal: keeps the system solvable when two driving
+# landmarks coincide (the inner lips of a closed mouth) at a cost far below a pixel elsewhere.
+DEFAULT_SMOOTHING = 1e-4
+
+
+def to_normalized(points: jnp.ndarray, size: int) -> jnp.ndarray:
+  """Crop pixels (x, y) of a `size` frame -> normalized [-1, 1] coordinates."""
+  return (points + 0.5) * (2.0 / size) - 1.0
+
+
+def to_pixels(points: jnp.ndarray, size: int) -> jnp.ndarray:
+  """Normalized [-1, 1] coordinates -> pixels (x, y) of a `size` frame."""
+  return (points + 1.0) * (size / 2.0) - 0.5
+
+
+def border_anchors(per_side: int = 4) -> jnp.ndarray:
+  """`4 * per_side` fixed points on the frame's outer edge (corners included), normalized."""
+  t = jnp.linspace(-1.0, 1.0, per_side + 1)
+  top = jnp.stack([t[:-1], -jnp.ones(per_side)], -1)
+  right = jnp.stack([jnp.ones(per_side), t[:-1]], -1)
+  bottom = jnp.stack([-t[:-1], jnp.ones(per_side)], -1)
+  left = jnp.stack([-jnp.ones(per_side), -t[:-1]], -1)
+  return jnp.concatenate([top, right, bottom, left])
+
+
+def _tps_kernel(d2: jnp.ndarray) -> jnp.ndarray:
+  """U(r) = r^2 log r from squared distances (0 at r = 0, with a finite gradient there)."""
+  safe = jnp.where(d2 > 0, d2, 1.0)
+  return jnp.where(d2 > 0, 0.5 * safe * jnp.log(safe), 0.0)
+
+
+def _sq_dist(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+  """`[B, N, 2] x [B, M, 2] -> [B, N, M]` squared distances."""
+  return jnp.sum(jnp.square(a[:, :, None, :] - b[:, None, :, :]), axis=-1)
+
+
+def tps_fit(controls: jnp.ndarray, values: jnp.ndarray, smoothing: float = DEFAULT_SMOOTHING):
+  """Solves the thin-plate spline through `controls` -> `values` (`[B, N, 2]` each).
+
+  The interpolant is `f(p) = sum_i w_i U(|p - c_i|) + a_0 + a_1 x + a_2 y` with
+  `(K + smoothing I) w + P a = values` and `P^T w = 0` (scipy's `RBFInterpolator` with
+  `kernel="thin_plate_spline"`, `degree=1` solves the same system). Returns `(w [B, N, 2],
+  a [B, 3, 2])`.
+  """
+  controls, values = controls.astype(jnp.float32), values.astype(jnp.float32)
+  b, n, _ = controls.shape
+  k = _tps_kernel(_sq_dist(controls, controls)) + smoothing * jnp.eye(n)
+  p = jnp.concatenate([jnp.ones((b, n, 1)), controls], axis=-1)
+  top = jnp.concatenate([k, p], axis=-1)
+  bottom = jnp.concatenate([jnp.swapaxes(p, 1, 2), jnp.zeros((b, 3, 3))], axis=-1)
+  lhs = jnp.concatenate([top, bottom], axis=1)
+  rhs = jnp.concatenate([values, jnp.zeros((b, 3, 2))], axis=1)
+  sol = jnp.linalg.solve(lhs, rhs)
+  return sol[:, :n], sol[:, n:]
+
+
+def tps_apply(controls: jnp.ndarray, w: jnp.ndarray, a: jnp.ndarray, points: jnp.ndarray) -> jnp.ndarray:
+  """The fitted spline at `points` `[B, M, 2]` -> `[B, M, 2]`."""
+  u = _tps_kernel(_sq_dist(points.astype(jnp.float32), controls.astype(jnp.float32)))
+  # The weights sum to zero, so any per-point constant may be taken off the kernel row: centring
+  # it shrinks the terms whose cancellation float32 would otherwise round (about 10x closer to a
+  # float64 evaluation).
+  u = u - u.mean(axis=-1, keepdims=True)
+  return jnp.einsum("bmn,bnd->bmd", u, w) + a[:, 0][:, None] + jnp.einsum("bmk,bkd->bmd", points, a[:, 1:])
+
+
+def pixel_grid(size: int) -> jnp.ndarray:
+  """Normalized (x, y) of every pixel centre of a `size` x `size` frame, `[size, size, 2]`."""
+  c = (2.0 * jnp.arange(size, dtype=jnp.float32) + 1.0) / size - 1.0
+  xs, ys = jnp.meshgrid(c, c, indexing="xy")
+  return jnp.stack([xs, ys], axis=-1)
+
+
+def landmark_flow(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray, size: int, *,
+                  anchors_per_side: int = 4, smoothing: float = DEFAULT_SMOOTHING) -> jnp.ndarray:
+  """The TPS flow: for each pixel of a `size` frame in the driving pose, where to sample the source.
+
+  Args:
+    source_landmarks, driving_landmarks: `[B, 68, 2]` (x, y) pixels of a `size` x `size` crop.
+
+  Returns: `[B, size, size, 2]` normalized (x, y) source coordinates (`warp` reads them).
+  """
+  b = source_landmarks.shape[0]
+  anchors = jnp.broadcast_to(border_anchors(anchors_per_side), (b, 4 * anchors_per_side, 2))
+  drv = jnp.concatenate([to_normalized(driving_landmarks.astype(jnp.float32), size), anchors], axis=1)
+  src = jnp.concatenate([to_normalized(source_landmarks.astype(jnp.float32), size), anchors], axis=1)
+  # The spline interpolates the displacement (source - driving), a few hundredths of the frame,
+  # not the positions: float32's rounding then scales with the motion, not with the frame.
+  w, a = tps_fit(drv, src - drv, smoothing)
+  grid = jnp.broadcast_to(pixel_grid(size).reshape(1, size * size, 2), (b, size * size, 2))
+  return (grid + tps_apply(drv, w, a, grid)).reshape(b, size, size, 2)
+
+
+def downsample_flow(flow: jnp.ndarray, size: int) -> jnp.ndarray:
+  """A flow `[B, S, S, 2]` at `size` (S a power-of-two multiple of it): the mean over each block,
+  which for normalized coordinates is the flow at the coarse pixel's centre (exact where affine)."""
+  b, s, _, c = flow.shape
+  if s == size:
+    return flow
+  f = s // size
+  return flow.reshape(b, size, f, size, f, c).mean(axis=(2, 4))
+
+
+def warp(features: jnp.ndarray, coords: jnp.ndarray) -> jnp.ndarray:
+  """Bilinear resampling of `features` `[B, h, w, C]` at normalized (x, y) `coords` `[B, H, W, 2]`
+  -> `[B, H, W, C]`; reads outside the frame take the nearest edge pixel. Differentiable in both."""
+  b, h, w, c = features.shape
+  coords = coords.astype(jnp.float32)
+  x = jnp.clip((coords[..., 0] + 1.0) * (w / 2.0) - 0.5, 0.0, w - 1.0)
+  y = jnp.clip((coords[..., 1] + 1.0) * (h / 2.0) - 0.5, 0.0, h - 1.0)
+  x0, y0 = jnp.floor(x), jnp.floor(y)
+  wx, wy = (x - x0)[..., None], (y - y0)[..., None]
+  x0i, y0i = x0.astype(jnp.int32), y0.astype(jnp.int32)
+  x1i, y1i = jnp.minimum(x0i + 1, w - 1), jnp.minimum(y0i + 1, h - 1)
+  flat = features.reshape(b, h * w, c)
+  out_hw = coords.shape[1:3]
+
+  def gather(yi, xi):
+    idx = (yi * w + xi).reshape(b, -1)
+    return jax.vmap(lambda f, i: f[i])(flat, idx).reshape((b,) + out_hw + (c,)).astype(jnp.float32)
+
+  top = gather(y0i, x0i) * (1.0 - wx) + gather(y0i, x1i) * wx
+  bottom = gather(y1i, x0i) * (1.0 - wx) + gather(y1i, x1i) * wx
+  return (top * (1.0 - wy) + bottom * wy).astype(features.dtype)
+
+
+def part_heatmaps(landmarks: jnp.ndarray, size: int, frame_size: int, sigma: float = 0.05) -> jnp.ndarray:
+  """One Gaussian heatmap per landmark part (`layout.PART_NAMES`), `[B, size, size, P]` in [0, 1]:
+  the largest `exp(-d^2 / 2 sigma^2)` over the part's points (`sigma` in normalized units).
+
+  `landmarks` are `[B, 68, 2]` pixels of a `frame_size` crop."""
+  pts = to_normalized(landmarks.astype(jnp.float32), frame_size)
+  grid = pixel_grid(size).reshape(1, size * size, 1, 2)
+  g = jnp.exp(-jnp.sum(jnp.square(grid - pts[:, None]), -1) / (2.0 * sigma**2))  # [B, size^2, 68]
+  maps = [g[..., lo:hi].max(axis=-1) for lo, hi, _ in layout.PARTS.values()]
+  return jnp.stack(maps, axis=-1).reshape(landmarks.shape[0], size, size, len(maps))
+
+
+def resize_map(x: jnp.ndarray, size: int) -> jnp.ndarray:
+  """A map `[B, s, s, C]` at `size` (a power-of-two ratio): block mean down, bilinear up."""
+  s = x.shape[1]
+  if s == size:
+    return x
+  if s > size:
+    return downsample_flow(x, size)
+  return jax.image.resize(x, (x.shape[0], size, size, x.shape[-1]), "linear")
+
+
+class MotionNet(nn.Module):
+  """The learned part of the motion: residual flow, occlusion maps and the output blend mask.
+
+  A small U-Net at `size` (two scales): from the driving mask, the source and driving landmark
+  heatmaps, the TPS-warped source image and the TPS displacement, it predicts
+  - `residual` `[B, size, size, 2]`: added to the TPS flow, bounded by `max_residual` (tanh;
+    normalized units, so 0.1 is 5% of the frame);
+  - `occlusion` `[B, size, size, L]` in (0, 1), one per decoder level (starts near 1: visible);
+  - `blend` `[B, size, size, 1]` in (0, 1): where the output keeps the warped source.
+  Heads that are switched off (`refine=False`, `blend=False`) are not built.
+
+  Attributes:
+    conv: the convolution constructor (`nn.Conv`-like), chosen by the model factory.
+    num_levels: L, how many occlusion maps.
+    features: channels of the first scale (the second has twice as many).
+    refine, blend: which heads to build.
+    max_residual: bound of the residual flow.
+  """
+
+  conv: ModuleDef
+  num_levels: int
+  features: int = 32
+  refine: bool = True
+  blend: bool = True
+  max_residual: float = 0.1
+
+  @nn.compact
+  def __call__(self, inputs: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """Args: inputs `[B, size, size, C]` (size even). Returns the heads described above."""
+    conv3 = functools.partial(self.conv, kernel_size=(3, 3), padding="SAME")
+    x1 = nn.leaky_relu(conv3(self.features, name="in_0")(inputs), 0.2)
+    x1 = nn.leaky_relu(conv3(self.features, name="in_1")(x1), 0.2)
+    x2 = nn.leaky_relu(conv3(2 * self.features, strides=(2, 2), name="down")(x1), 0.2)
+    x2 = nn.leaky_relu(conv3(2 * self.features, name="mid")(x2), 0.2)
+    up = jnp.repeat(jnp.repeat(x2, 2, axis=1), 2, axis=2)
+    x = nn.leaky_relu(conv3(self.features, name="out_0")(jnp.concatenate([up, x1], axis=-1)), 0.2)
+    out = {}
+    if self.refine:
+      res = conv3(2, kernel_init=nn.initializers.zeros, name="residual")(x)
+      out["residual"] = self.max_residual * jnp.tanh(res.astype(jnp.float32))
+      occ = conv3(self.num_levels, bias_init=nn.initializers.constant(3.0), name="occlusion")(x)
+      out["occlusion"] = jax.nn.sigmoid(occ.astype(jnp.float32))
+    if self.blend:
+      m = conv3(1, name="blend")(x)
+      out["blend"] = jax.nn.sigmoid(m.astype(jnp.float32))
+    return out
+
+
+def motion_inputs(source: jnp.ndarray, mask: jnp.ndarray, source_landmarks: jnp.ndarray,
+                  driving_landmarks: jnp.ndarray, flow: jnp.ndarray, size: int) -> jnp.ndarray:
+  """What MotionNet reads at `size`: driving mask, source and driving part heatmaps, the warped
+  source and the displacement of the TPS flow from the identity, concatenated `[B, size, size, C]`."""
+  r = source.shape[1]
+  flow_s = downsample_flow(flow, size)
+  warped = warp(resize_map(source.astype(jnp.float32), size), flow_s)
+  displacement = flow_s - pixel_grid(size)[None]
+  return jnp.concatenate([
+      resize_map(mask.astype(jnp.float32), size),
+      part_heatmaps(source_landmarks, size, r),
+      part_heatmaps(driving_landmarks, size, r),
+      warped, displacement], axis=-1)
+
+
+def check_motion(motion: str) -> None:
+  if motion not in MOTIONS:
+    raise ValueError(f"model.motion must be one of {MOTIONS}, got {motion!r}")
+
