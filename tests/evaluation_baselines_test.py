@@ -38,7 +38,7 @@ def test_landmark_warp_reproduces_the_driving_landmarks(clip, landmark_fn):
     assert out.shape == source.shape and out.dtype == np.uint8
     found = landmark_fn(out)
     assert found is not None, f"no face detected on the warp to frame {k}"
-    assert metrics.keypoint_distance(found, driving_lm) < 2.0, k
+    assert metrics.keypoint_distance(found, driving_lm) < 2.5, k  # dlib's noise on a warped face ~110 px wide
     if k >= 25:
       assert moved > 10.0  # the test is not trivial: the pose really changed
     # copy-source keeps the source's pose.

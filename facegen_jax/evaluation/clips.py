@@ -1,66 +1,41 @@
-"""Test clips as the protocols see them: face crops at the evaluation resolution, one stable box per
-clip (so the camera does not move between frames), with the landmarks detected on each crop.
+"""Test clips from video files: face crops at the evaluation resolution, framed exactly as
+experiments/prepare_data.py frames training clips (`load_clip`).
 
 `--videos` names the clips in one of three forms (`find_clips`): a folder of video files, one
-video file (`VideoClip`: cropped and detected here), or a FaceFrames dataset prepared by
+video file (`VideoClip`: cropped here), or a FaceFrames dataset prepared by
 experiments/prepare_data.py (`dataset_clips.DatasetClip`: its records are crops already).
 """
 
 import dataclasses
 import os
-from typing import Dict, List, Optional, Protocol, Tuple
+from typing import Dict, List, Optional, Tuple
 
-import numpy as np
-from PIL import Image
-
+from facegen_jax.evaluation import dataset_clips
+from facegen_jax.evaluation.clip import Clip, ClipSource, check_landmark_source
 from facegen_jax.evaluation.face_analysis import LandmarkFn
-from facegen_jax.inference import video_io
-
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
-
-
-@dataclasses.dataclass
-class Clip:
-  """Attributes:
-    name: the file name without extension.
-    frames: `[T, R, R, 3]` uint8 face crops.
-    landmarks: T entries, `[68, 2]` float32 in crop pixels, or None where no face was found.
-  """
-
-  name: str
-  frames: np.ndarray
-  landmarks: List[Optional[np.ndarray]]
-
+from facegen_jax.io.video import VIDEO_EXTENSIONS
+from facegen_jax.landmarks import crop as crop_lib
+from facegen_jax.landmarks import video as video_lib
 
 ACCEPTED_FORMS = (f"--videos takes (1) a folder of test clips ({', '.join(VIDEO_EXTENSIONS)}), (2) one video file, "
                   "or (3) a dataset prepared by experiments/prepare_data.py (its --output folder, which holds "
                   "face_frames/, or the face_frames/r<R>/<version> folder inside it)")
 
 
-class ClipSource(Protocol):
-  """One test clip before it is read: `name` labels it in the report; `identity` is the person
-  when known (None for video files)."""
-
-  name: str
-  identity: Optional[str]
-
-  def load(self, landmark_fn: LandmarkFn, resolution: int, max_frames: Optional[int] = None) -> "Clip":
-    """The clip's `[T, R, R, 3]` crops at `resolution` and their landmarks."""
-
-
 @dataclasses.dataclass(frozen=True)
 class VideoClip:
-  """A video file: cropped with one stable box and detected by `load_clip`."""
+  """A video file, cropped by `load_clip`; `landmarks` as there."""
 
   path: str
   identity: Optional[str] = None
+  landmarks: str = "detect"
 
   @property
   def name(self) -> str:
     return os.path.splitext(os.path.basename(self.path))[0]
 
-  def load(self, landmark_fn: LandmarkFn, resolution: int, max_frames: Optional[int] = None) -> "Clip":
-    return load_clip(self.path, landmark_fn, resolution, max_frames)
+  def load(self, landmark_fn: LandmarkFn, resolution: int, max_frames: Optional[int] = None) -> Clip:
+    return load_clip(self.path, landmark_fn, resolution, max_frames, self.landmarks)
 
 
 def _videos_in(folder: str) -> List[str]:
@@ -91,58 +66,49 @@ def find_clips(videos: str, split: str = "test", resolution: int = 256,
       files at its top level is taken as a folder of clips, even if it also holds a dataset).
     split: the dataset split to evaluate (datasets only).
     resolution: evaluation crop size; picks the dataset config `r<resolution>` when there are several.
-    dataset_landmarks: datasets only; "detect" (landmarks found on the stored crops by the
-      evaluation's detector, as for video files) or "stored" (the dataset's own landmarks).
+    dataset_landmarks: whose landmarks the clips carry (`clip.LANDMARK_SOURCES`): "detect" (found
+      on each crop by the evaluation's detector) or "stored" (prepare_data.py's tracked, smoothed
+      landmarks: a dataset's own; for a video file, those its crops were framed by).
 
   Raises:
     FileNotFoundError / ValueError listing the accepted forms when `videos` is none of them, or
     naming the split and the splits there are when the dataset's split is missing or empty.
   """
+  check_landmark_source(dataset_landmarks)
   if os.path.isdir(videos) and not _videos_in(videos):
-    from facegen_jax.evaluation import dataset_clips  # pylint: disable=import-outside-toplevel
     builder_dir = dataset_clips.find_dataset(videos, resolution)
     if builder_dir is None:
       raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {videos} and no dataset prepared by "
                        f"experiments/prepare_data.py; {ACCEPTED_FORMS}")
     return dataset_clips.list_clips(builder_dir, split, resolution, dataset_landmarks)
-  return [VideoClip(p) for p in list_videos(videos)], {}
-
-
-def stable_box(landmarks: List[np.ndarray], scale: float = 1.8) -> tuple:
-  """One square box `(left, top, side)` holding every frame's face: the union of the landmark
-  boxes, enlarged `scale` times about its centre and moved up a little for the forehead the 68
-  landmarks do not cover. It may extend past the frame (crop() pads)."""
-  points = np.concatenate(landmarks)
-  lo, hi = points.min(0), points.max(0)
-  side = float(np.max(hi - lo)) * scale
-  cx, cy = (lo + hi) / 2
-  cy -= 0.06 * side
-  return int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(side))
-
-
-def crop(frame: np.ndarray, box: tuple, resolution: int) -> np.ndarray:
-  """The `box` of `frame` (edge-padded where it leaves the frame), resized to `[R, R, 3]`."""
-  left, top, side = box
-  h, w = frame.shape[:2]
-  pad = max(0, -left, -top, left + side - w, top + side - h)
-  if pad:
-    frame = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-  patch = frame[top + pad:top + pad + side, left + pad:left + pad + side]
-  return np.asarray(Image.fromarray(patch).resize((resolution, resolution), Image.LANCZOS))
+  return [VideoClip(p, landmarks=dataset_landmarks) for p in list_videos(videos)], {}
 
 
 def load_clip(path: str, landmark_fn: LandmarkFn, resolution: int = 256, max_frames: Optional[int] = None,
-              box_scale: float = 1.8) -> Clip:
-  """Reads a clip, crops it with one stable box and detects landmarks on each crop.
+              landmarks: str = "detect") -> Clip:
+  """Reads a clip and crops it as experiments/prepare_data.py crops training clips: the face tracked
+  with prepare_data.py's default detector, `detect_every` and smoothing (`landmarks.video`), every
+  frame cut out with one still box by `landmarks.crop.crop_clip` (expand 1.8, bicubic).
+
+  Args:
+    path: the video file.
+    landmark_fn: the evaluation's detector (used when `landmarks` is "detect").
+    resolution: crop size R.
+    max_frames: read at most this many frames.
+    landmarks: "detect" (found on each crop by `landmark_fn`, so the real frame scores AKD 0) or
+      "stored" (the tracked landmarks mapped into the crop: what prepare_data.py stores).
 
   Raises ValueError naming the file if it cannot be decoded or no frame shows a face.
   """
-  frames = list(video_io.read_frames(path, max_frames=max_frames))
-  full = [landmark_fn(f) for f in frames]
-  found = [lm for lm in full if lm is not None]
-  if not found:
-    raise ValueError(f"no face found in any of the {len(frames)} frames read from {path}: "
-                     "the evaluation needs talking-head clips with one visible face")
-  box = stable_box(found, scale=box_scale)
-  crops = np.stack([crop(f, box, resolution) for f in frames])
-  return Clip(os.path.splitext(os.path.basename(path))[0], crops, [landmark_fn(c) for c in crops])
+  check_landmark_source(landmarks)
+  try:
+    track = video_lib.track_video(path, max_frames=max_frames, keep_frame=lambda i: True)
+  except video_lib.NoFaceError as e:
+    raise ValueError(f"{e}: the evaluation needs talking-head clips with one visible face") from e
+  frames = [track.frames[i] for i in range(len(track.found))]
+  crops, crop_landmarks, _ = crop_lib.crop_clip(frames, track.landmarks, track.found, resolution)
+  if landmarks == "stored":
+    marks = [lm if ok else None for lm, ok in zip(crop_landmarks, track.found)]
+  else:
+    marks = [landmark_fn(c) for c in crops]
+  return Clip(os.path.splitext(os.path.basename(path))[0], crops, marks)

@@ -3,8 +3,8 @@
 A split's records (face crops, one still box per clip, with landmarks; see
 facegen_jax/data/tfds_builder.py) are grouped into clips by `video_id` through the split's video
 table (records of a video are contiguous) and ordered by `frame_index`. The crops are used as they
-are (resized when the dataset's resolution is not the evaluation's): they already play the part of
-`clips.crop`'s stable-box crops of a video file. Landmarks:
+are (resized by `landmarks.crop` when the dataset's resolution is not the evaluation's): they are
+framed as `clips.load_clip` frames a video file. Landmarks:
 - "detect" (default): found on each crop by the evaluation's detector, exactly as for video files,
   so AKD means the same for both inputs (the real frame scores 0);
 - "stored": the dataset's own landmarks (what the model was trained with; no detection pass). They
@@ -20,14 +20,12 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from absl import logging
-from PIL import Image
 
 from facegen_jax.data import frames as frames_lib
 from facegen_jax.data import reading, tfds_builder
-from facegen_jax.evaluation.clips import Clip
+from facegen_jax.evaluation.clip import Clip, check_landmark_source
 from facegen_jax.evaluation.face_analysis import LandmarkFn
-
-LANDMARK_SOURCES = ("detect", "stored")
+from facegen_jax.landmarks import crop as crop_lib
 
 
 def find_dataset(path: str, resolution: int) -> Optional[pathlib.Path]:
@@ -97,34 +95,24 @@ class DatasetClip:
     """
     source, _, _ = _open(self.builder_dir, self.split)
     records = [source[i] for i in range(self.start, self.start + self.num_records)]
-    others = sorted({_text(r["video_id"]) for r in records} - {self.video_id})
+    others = sorted({reading.as_text(r["video_id"]) for r in records} - {self.video_id})
     if others:
       raise ValueError(f"{self.builder_dir} [{self.split}]: records {self.start}-{self.start + self.num_records - 1} "
                        f"should all be video {self.video_id} (by the video table in metadata.json) but some are "
                        f"{others}; the dataset is inconsistent, rebuild it with experiments/prepare_data.py")
     records.sort(key=lambda r: int(r["frame_index"]))
     records = records[:max_frames] if max_frames else records
-    frames = np.stack([self._resize(frames_lib.decode_png(r["image"], 3), resolution) for r in records])
-    if self.landmarks == "stored":
-      marks = [self._scale(np.asarray(r["landmarks"], np.float32), resolution) for r in records]
-    else:
+    frames = [frames_lib.decode_image(r["image"], 3) for r in records]
+    marks = [np.asarray(r["landmarks"], np.float32) for r in records]
+    if resolution != self.dataset_resolution:  # the whole stored crop, resized as crops are made
+      whole = (0.0, 0.0, float(self.dataset_resolution), float(self.dataset_resolution))
+      resized = [crop_lib.crop_and_resize(f, whole, resolution) for f in frames]
+      frames = [crop for crop, _ in resized]
+      marks = [transform.apply(lm) for (_, transform), lm in zip(resized, marks)]
+    frames = np.stack(frames)
+    if self.landmarks == "detect":
       marks = [landmark_fn(f) for f in frames]
     return Clip(self.video_id, frames, marks)
-
-  def _scale(self, landmarks: np.ndarray, resolution: int) -> np.ndarray:
-    if resolution == self.dataset_resolution:
-      return landmarks
-    scale = resolution / self.dataset_resolution  # pixel centres at integers
-    return ((landmarks + 0.5) * scale - 0.5).astype(np.float32)
-
-  def _resize(self, image: np.ndarray, resolution: int) -> np.ndarray:
-    if image.shape[0] == resolution:
-      return image
-    return np.asarray(Image.fromarray(image).resize((resolution, resolution), Image.LANCZOS))
-
-
-def _text(value) -> str:
-  return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def list_clips(builder_dir, split: str, resolution: int,
@@ -133,8 +121,7 @@ def list_clips(builder_dir, split: str, resolution: int,
 
   Raises ValueError naming the dataset and its splits if `split` is not there or holds no record.
   """
-  if landmarks not in LANDMARK_SOURCES:
-    raise ValueError(f"--dataset_landmarks={landmarks}: choose one of {', '.join(LANDMARK_SOURCES)}")
+  check_landmark_source(landmarks)
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   splits = sorted(tfds.builder_from_directory(str(builder_dir)).info.splits)
   fix = ("prepare_data.py puts the identities of --test_identities (or a --test_fraction of them) in the test "

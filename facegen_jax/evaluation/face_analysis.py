@@ -10,6 +10,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from facegen_jax.landmarks import create_detector
+from facegen_jax.nets import load_frozen_net
 from facegen_jax.nets.base import FrozenNet
 
 LandmarkFn = Callable[[np.ndarray], Optional[np.ndarray]]
@@ -54,11 +56,7 @@ def dlib_landmark_fn(upsample: int = 1) -> LandmarkFn:
 
 
 def default_landmark_fn() -> LandmarkFn:
-  """The shared dlib detector of facegen_jax.landmarks when it is installed, else dlib directly."""
-  try:
-    from facegen_jax.landmarks import create_detector  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return dlib_landmark_fn()
+  """The shared dlib detector of facegen_jax.landmarks (the largest face)."""
   return detector_landmark_fn(create_detector("dlib"))
 
 
@@ -100,9 +98,5 @@ def dlib_identity_net() -> FrozenNet:
 
 
 def default_identity_net() -> FrozenNet:
-  """The Flax port of dlib's ResNet (facegen_jax.nets) when it is installed, else dlib natively."""
-  try:
-    from facegen_jax.nets import load_frozen_net  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return dlib_identity_net()
+  """The Flax port of dlib's face-recognition ResNet (facegen_jax.nets)."""
   return load_frozen_net("dlib_resnet")

@@ -10,6 +10,7 @@ import tqdm
 
 from facegen_jax.evaluation import baselines, clips as clips_lib, exported_nets, face_analysis, protocols, report
 from facegen_jax.evaluation.baselines import Method
+from facegen_jax.io.video import VIDEO_EXTENSIONS
 
 MODEL = "model"
 METHOD_NAMES = (MODEL, *baselines.BASELINES)
@@ -106,7 +107,7 @@ def _clip_name(name: str, by_name: Dict[str, object]) -> str:
   """The clip a pairs-CSV entry means: its exact name (a dataset's video id may hold "/"), that name
   without a video extension, or the file name without one."""
   stem, ext = os.path.splitext(name)
-  for candidate in (name, stem if ext.lower() in clips_lib.VIDEO_EXTENSIONS else name):
+  for candidate in (name, stem if ext.lower() in VIDEO_EXTENSIONS else name):
     if candidate in by_name:
       return candidate
   return _stem(name)
@@ -115,4 +116,4 @@ def _clip_name(name: str, by_name: Dict[str, object]) -> str:
 def _stem(name: str) -> str:
   base = os.path.basename(name)
   stem, ext = os.path.splitext(base)
-  return stem if ext.lower() in clips_lib.VIDEO_EXTENSIONS else base
+  return stem if ext.lower() in VIDEO_EXTENSIONS else base

@@ -22,7 +22,8 @@ import tqdm
 
 from facegen_jax.evaluation import face_analysis, metrics
 from facegen_jax.evaluation.baselines import Method
-from facegen_jax.evaluation.clips import Clip
+from facegen_jax.evaluation.clip import Clip
+from facegen_jax.inference import Reenactor
 from facegen_jax.inference import motion as motion_lib
 from facegen_jax.nets.base import FrozenNet
 
@@ -33,18 +34,12 @@ METRICS = {"l1": "lower", "psnr": "higher", "ssim": "higher", "lpips": "lower", 
 
 
 def make_model_method(checkpoint_dir: str) -> Method:
-  """The trained model as a method, through facegen_jax.inference.Reenactor (imported lazily).
+  """The trained model as a method, through facegen_jax.inference.Reenactor.
 
   The Reenactor is loaded with `Reenactor.from_checkpoint(checkpoint_dir)` (a training workdir or
   an export) and asked, per frame, for `reenact_face(source_image, source_landmarks,
   driving_landmarks) -> uint8 [R, R, 3]`: the source crop in the pose of the driving landmarks.
   """
-  try:
-    from facegen_jax.inference import Reenactor  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise RuntimeError(
-        "--method=model needs facegen_jax.inference.Reenactor, which this installation does not have yet; "
-        "evaluate the baselines alone with --method=copy-source,landmark-warp") from e
   if not os.path.isdir(checkpoint_dir):
     raise FileNotFoundError(f"--checkpoint={checkpoint_dir} is not a directory: pass a training workdir or an export")
   try:
@@ -53,15 +48,9 @@ def make_model_method(checkpoint_dir: str) -> Method:
     raise ValueError(f"checkpoint {checkpoint_dir} failed to load ({type(e).__name__}: {e}); check that it was "
                      "written by experiments/train.py or experiments/export.py with the config stored beside it") from e
 
-  reenact = getattr(reenactor, "reenact_face", None)
-  if reenact is None:  # the contract this hook was written against
-    raise RuntimeError("facegen_jax.inference.Reenactor has no reenact_face(source_image, source_landmarks, "
-                       "driving_landmarks) -> image on aligned crops; adapt make_model_method in "
-                       "facegen_jax/evaluation/protocols.py to its API")
-
   def model(source_image, source_landmarks, driving_image, driving_landmarks):
     del driving_image
-    return reenact(source_image, source_landmarks, driving_landmarks)
+    return reenactor.reenact_face(source_image, source_landmarks, driving_landmarks)
 
   return model
 

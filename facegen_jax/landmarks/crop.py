@@ -155,6 +155,26 @@ def crop_and_resize(image: np.ndarray, box: Box, resolution, pad_mode: str = "ed
   return crop.reshape(out_h, out_w, image.shape[2]), CropTransform((x0, y0, x1, y1), (out_h, out_w))
 
 
+def crop_clip(frames: Sequence[np.ndarray], landmarks: np.ndarray, found: Optional[np.ndarray], resolution: int,
+              expand: float = 1.8) -> Tuple[np.ndarray, np.ndarray, CropTransform]:
+  """Per-clip crop, the recipe of training data and evaluation clips alike: every frame cut out
+  with one still box (`video_crop_box`) and resized by `crop_and_resize`.
+
+  Args:
+    frames: T uint8 `[H, W, 3]` frames.
+    landmarks: `[T, 68, 2]` track in frame coordinates (NaN where no face).
+    found: `[T]` bool, default all frames.
+    resolution, expand: crop size R; as for `photo_crop_box`.
+
+  Returns:
+    (crops uint8 `[T, R, R, 3]`, landmarks in crop coordinates `[T, 68, 2]` float32, the transform).
+  """
+  box = video_crop_box(landmarks, found, expand=expand)
+  crops = [crop_and_resize(frame, box, resolution)[0] for frame in frames]
+  transform = CropTransform(tuple(float(v) for v in box), (int(resolution), int(resolution)))
+  return np.stack(crops), transform.apply(landmarks), transform
+
+
 def crop_face(image: np.ndarray, landmarks: np.ndarray, resolution, expand: float = 1.8,
               pad_mode: str = "edge") -> Tuple[np.ndarray, np.ndarray, CropTransform]:
   """Per-photo crop: `(crop uint8 [R, R, 3], landmarks in crop coordinates [68, 2], transform)`."""
