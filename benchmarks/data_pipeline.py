@@ -15,9 +15,9 @@ import os
 import pathlib
 import time
 
-from absl import app
 from absl import flags
 
+from facegen_jax import entry
 from facegen_jax.data import pipeline, prepare
 
 FLAGS = flags.FLAGS
@@ -62,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  entry.run(main)

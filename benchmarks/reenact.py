@@ -15,7 +15,9 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from facegen_jax import entry
 
 flags.DEFINE_string("checkpoint", None, "Workdir or export; default: untrained default-config generator.")
 flags.DEFINE_string("source", "sample_data/jianzhu_guo__3ddfa_v2__JianzhuGuo.jpg", "Source photo.")
@@ -87,4 +89,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  entry.run(main)

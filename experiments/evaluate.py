@@ -24,7 +24,10 @@ facegen_jax/evaluation/exported_nets.py). Expect ~0.3 s per frame per method on 
 
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from facegen_jax import entry
+from facegen_jax.evaluation import harness, report
 
 flags.DEFINE_string("checkpoint", None, "Training workdir or export directory (needed for --method=model).")
 flags.DEFINE_string("videos", None, "Folder of test clips (mp4, mov, avi, mkv, webm, m4v), one video file, or a "
@@ -37,8 +40,8 @@ flags.DEFINE_integer("max_frames", None, "Read at most this many frames per clip
 flags.DEFINE_integer("resolution", 256, "Evaluation crop size.")
 flags.DEFINE_string("split", "test", "Prepared dataset only: the split whose videos are the test clips.")
 flags.DEFINE_enum("dataset_landmarks", "detect", ["detect", "stored"],
-                  "Prepared dataset only: landmarks found on the stored crops by the evaluation's detector, as for "
-                  "video files (AKD comparable), or the stored ones (their tracking error adds to AKD).")
+                  "Landmarks found on each crop by the evaluation's detector (AKD comparable), or prepare_data.py's "
+                  "tracked ones (a dataset's stored ones; a video's, mapped into its crop; tracking error adds to AKD).")
 flags.DEFINE_string("pairs", None, "cross: CSV with a source,driving header naming clips of --videos (file names, "
                     "or a dataset's video ids).")
 flags.DEFINE_integer("num_pairs", 10, "cross without --pairs: how many random (source, driving) pairs.")
@@ -54,7 +57,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from facegen_jax.evaluation import harness  # pylint: disable=import-outside-toplevel
   paths = harness.evaluate(
       videos=FLAGS.videos, output=FLAGS.output, methods=FLAGS.method, checkpoint=FLAGS.checkpoint,
       protocol=FLAGS.protocol, resolution=FLAGS.resolution, max_frames=FLAGS.max_frames, pairs_csv=FLAGS.pairs,
@@ -64,11 +66,10 @@ def main(argv):
     markdown = f.read()
   print(markdown)
   if FLAGS.readme:
-    from facegen_jax.evaluation import report  # pylint: disable=import-outside-toplevel
     command = " ".join(["python experiments/evaluate.py", *sys.argv[1:]])
     print(f"updated {report.update_readme(FLAGS.readme, report.readme_block(markdown, command))}")
   print("wrote " + ", ".join(paths.values()))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  entry.run(main)

@@ -3,7 +3,9 @@
 DIR then holds config.json + generator.msgpack, loadable by `Reenactor.from_checkpoint(DIR)`.
 """
 
-from absl import app, flags
+from absl import flags
+
+from facegen_jax import entry
 
 flags.DEFINE_string("workdir", None, "Training workdir.")
 flags.DEFINE_string("output", None, "Export directory.")
@@ -21,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  entry.run(main)

@@ -25,9 +25,9 @@ import json
 import os
 import shlex
 
-from absl import app
 from absl import flags
 
+from facegen_jax import entry
 from facegen_jax.data import prepare
 
 FLAGS = flags.FLAGS
@@ -70,4 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  entry.run(main)

@@ -9,8 +9,14 @@ The output kind follows its extension: an image (.png/.jpg) for a driving photo,
 import os
 
 from absl import app, flags, logging
+from PIL import Image
 
-VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+from facegen_jax import entry
+from facegen_jax.inference.personalize import personalize
+from facegen_jax.inference.reenactor import Reenactor, side_by_side_frame
+from facegen_jax.io.video import VIDEO_EXTENSIONS
+from facegen_jax.landmarks import load_image
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 flags.DEFINE_string("checkpoint", None, "Training workdir or export directory of the generator.")
@@ -20,7 +26,7 @@ flags.DEFINE_string("output", None, "Output image or video (by extension).")
 flags.DEFINE_enum("motion", "relative", ["relative", "absolute"],
                   "Video: relative (source shape + driving motion; for another person) or absolute. "
                   "A driving photo is always transferred directly (aligned onto the source face box).")
-flags.DEFINE_bool("blend", False, "SPEC 1.4 detail post-process: blend source detail back.")
+flags.DEFINE_bool("blend", False, "Detail post-process (docs/method.md): blend source detail back.")
 flags.DEFINE_bool("paste_back", True, "Paste the face back into the full source photo (else the crop).")
 flags.DEFINE_bool("side_by_side", False, "Write source | driving | output.")
 flags.DEFINE_integer("finetune_steps", 0, "One-shot personalization: fine-tune on the source photo first.")
@@ -38,11 +44,11 @@ FLAGS = flags.FLAGS
 
 def _kind(path: str, what: str) -> str:
   ext = os.path.splitext(path)[1].lower()
-  if ext in VIDEO_EXTS:
+  if ext in VIDEO_EXTENSIONS:
     return "video"
   if ext in IMAGE_EXTS:
     return "image"
-  raise app.UsageError(f"--{what}={path}: unknown extension {ext!r}; images: {IMAGE_EXTS}, videos: {VIDEO_EXTS}")
+  raise app.UsageError(f"--{what}={path}: unknown extension {ext!r}; images: {IMAGE_EXTS}, videos: {VIDEO_EXTENSIONS}")
 
 
 def main(argv):
@@ -58,9 +64,6 @@ def reenact(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-  from facegen_jax.inference.reenactor import Reenactor, side_by_side_frame  # pylint: disable=import-outside-toplevel
-  from facegen_jax.landmarks import load_image  # pylint: disable=import-outside-toplevel
   driving_kind, output_kind = _kind(FLAGS.driving, "driving"), _kind(FLAGS.output, "output")
   if driving_kind != output_kind:
     raise app.UsageError(f"a driving {driving_kind} makes an output {driving_kind}: give --output a "
@@ -72,7 +75,6 @@ def reenact(argv):
   source_image = load_image(FLAGS.source)
   reenactor = Reenactor.from_checkpoint(FLAGS.checkpoint)
   if FLAGS.finetune_steps > 0:
-    from facegen_jax.inference.personalize import personalize  # pylint: disable=import-outside-toplevel
     reenactor = personalize(reenactor, source_image, FLAGS.finetune_steps)
   if driving_kind == "image":
     if FLAGS["motion"].present:
@@ -99,5 +101,5 @@ def reenact(argv):
 
 
 def run():
-  """Console-script entry point."""
-  app.run(main)
+  """Entry point of `facegen-reenact` and experiments/reenact.py (whose --help lists this module's flags)."""
+  entry.run(main, flag_modules=[__name__])
