@@ -53,11 +53,11 @@ def torch_version():
   except importlib.metadata.PackageNotFoundError:
     return None
 
-OTHER_SCRIPTS = [  # (script, arguments, quick arguments)
-    ("data_pipeline.py", ["--batches=20", "--workers=0,2"], None),
-    ("landmarks.py", ["--frames=90"], None),
-    ("identity_net.py", [], None),
-    ("reenact.py", ["--frames=60"], None),
+OTHER_SCRIPTS = [  # (script, arguments)
+    ("data_pipeline.py", ["--batches=20", "--workers=0,2"]),
+    ("landmarks.py", ["--frames=90"]),
+    ("identity_net.py", []),
+    ("reenact.py", ["--frames=60"]),
 ]
 
 
@@ -320,7 +320,7 @@ def main():
 
   others = []
   if not args.no_others and not args.quick:
-    for script, script_args, _ in OTHER_SCRIPTS:
+    for script, script_args in OTHER_SCRIPTS:
       out = run_other(script, script_args, args.other_timeout)
       if out is not None:
         print(out, flush=True)
