@@ -5,8 +5,8 @@
 Without --checkpoint the generator is the default config's (256x256) with freshly initialised
 weights: the speed is the same as a trained one's. Stages, each timed alone over the same frames:
 decode (PyAV), landmarks (detect every 5th frame + tracking + smoothing), generate (jitted
-generator, batches of 8, compile excluded), blend (landmarks of the output + SPEC 1.4 detail
-post-process), paste-back, encode (H.264 + audio copy). Then the whole `Reenactor.reenact_video` call end to end.
+generator, batches of 8, compile excluded), blend (landmarks of the output + the detail
+post-process of docs/method.md), paste-back, encode (H.264 + audio copy). Then the whole `Reenactor.reenact_video` call end to end.
 """
 
 import os
@@ -66,7 +66,7 @@ def main(argv):
 
   faces, t_generate = _timed(generate)
   blended, t_blend = _timed(lambda: [reenactor._finish(source, f, l, blend=True, paste_back=False)  # pylint: disable=protected-access
-                                     for f, l in zip(faces, lms)])  # the output's landmarks + SPEC 1.4 blend
+                                     for f, l in zip(faces, lms)])  # the output's landmarks + the detail blend
   pasted, t_paste = _timed(lambda: [paste_back.paste_back(source.image, f, source.transform.box) for f in blended])
   with tempfile.TemporaryDirectory() as tmp:
     _, t_encode = _timed(lambda: video_io.write_video(os.path.join(tmp, "o.mp4"), pasted, info.fps,

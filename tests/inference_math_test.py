@@ -1,4 +1,4 @@
-"""SPEC 1.4 detail blend and relative motion transfer on constructed cases."""
+"""The detail post-process and relative motion transfer (docs/method.md) on constructed cases."""
 
 import numpy as np
 import pytest

@@ -132,7 +132,7 @@ def test_mask_pyramid(method):
 
 @pytest.mark.parametrize("order", ["spade", "spec"])
 def test_generation_level_order(order):
-  """"spec": fuse -> transposed conv -> norm -> ReLU (SPEC 1.3c as written); "spade": fuse -> ReLU ->
+  """"spec": fuse -> transposed conv -> norm -> ReLU (docs/method.md, Decoders); "spade": fuse -> ReLU ->
   transposed conv, the next level's parameter-free norm standing in for the norm. Seen from the
   inputs each layer receives: ReLU outputs are >= 0, the others are not."""
   import flax.linen as nn  # pylint: disable=import-outside-toplevel

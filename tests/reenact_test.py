@@ -206,8 +206,8 @@ def test_weights_that_do_not_match_their_config_fail_clearly(checkpoint, tmp_pat
 
 
 def test_detail_blend_reads_the_outputs_own_landmarks(reenactor, shared_faces, monkeypatch):
-  """SPEC 1.4: mask 3 comes from landmarks of the generated face (the shape predictor run on it),
-  not from the landmarks it was asked to take; the blend changes the output."""
+  """Detail post-process (docs/method.md): mask 3 comes from landmarks of the generated face (the
+  shape predictor run on it), not from the landmarks it was asked to take; the blend changes the output."""
   src, drv = load_image(str(shared_faces / SOURCE)), load_image(str(shared_faces / DRIVING_PHOTO))
   plain = reenactor.reenact_image(src, drv, paste_back=False)
   searched = []
