@@ -18,7 +18,7 @@ import time
 from absl import flags
 
 from facegen_jax import entry
-from facegen_jax.data import pipeline, prepare
+from facegen_jax.data import config as data_config, pipeline, prepare
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_root", "/tmp/facegen_bench_data", "Where the benchmark datasets are prepared.")
@@ -41,7 +41,7 @@ def main(argv):
     options = prepare.PrepareOptions(resolution=resolution, image_format=image_format)
     summary = prepare.prepare_dataset(SAMPLE_DATA, out, options, test_fraction=0.0, progress=False)
     for workers in (int(w) for w in FLAGS.workers):
-      cfg = pipeline.default_data_config()
+      cfg = data_config.default_data_config()
       cfg.data_dir, cfg.num_workers = str(out), workers
       it = pipeline.create_train_iterator(cfg, global_batch_size=FLAGS.batch_size, resolution=resolution,
                                           mask_per_part=FLAGS.per_part, seed=0, process_index=0, process_count=1)

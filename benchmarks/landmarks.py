@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from facegen_jax.inference import video_io  # pylint: disable=wrong-import-position
+from facegen_jax.io import video as video_io  # pylint: disable=wrong-import-position
 from facegen_jax.landmarks import create_detector  # pylint: disable=wrong-import-position
 from facegen_jax.landmarks.video import track_video  # pylint: disable=wrong-import-position
 

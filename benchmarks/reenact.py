@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 
+import jax
 import numpy as np
 from absl import flags
 
@@ -27,13 +28,13 @@ FLAGS = flags.FLAGS
 
 
 def _model():
-  from facegen_jax.inference.generator_model import GeneratorModel  # pylint: disable=import-outside-toplevel
+  from facegen_jax.inference.generator_model import GeneratorModel, init_generator_variables  # pylint: disable=import-outside-toplevel
   if FLAGS.checkpoint:
     return GeneratorModel.load(FLAGS.checkpoint)
   sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments", "configs"))
   import default  # pylint: disable=import-outside-toplevel
   config = default.get_config()
-  return GeneratorModel(config, GeneratorModel._init_variables(config))  # pylint: disable=protected-access
+  return GeneratorModel(config, init_generator_variables(config, jax.random.PRNGKey(0)))
 
 
 def _timed(fn):
@@ -44,7 +45,8 @@ def _timed(fn):
 
 def main(argv):
   del argv
-  from facegen_jax.inference import paste_back, video_io  # pylint: disable=import-outside-toplevel
+  from facegen_jax.inference import paste_back  # pylint: disable=import-outside-toplevel
+  from facegen_jax.io import video as video_io  # pylint: disable=import-outside-toplevel
   from facegen_jax.inference.reenactor import Reenactor, fill_missing  # pylint: disable=import-outside-toplevel
   from facegen_jax.landmarks import load_image  # pylint: disable=import-outside-toplevel
   from facegen_jax.landmarks.video import track_frames  # pylint: disable=import-outside-toplevel

@@ -57,7 +57,7 @@ def main(argv):
         process_id=FLAGS.process_id if FLAGS.process_id is not None else env_int("JAX_PROCESS_ID"))
   from facegen_jax.train import loop  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.INFO)
-  loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  loop.train(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from facegen_jax.data import augment, batch as batch_lib, frames, pipeline, synthetic, tfds_builder
+from facegen_jax.data import augment, batch as batch_lib, config as data_config, frames, pipeline, synthetic, tfds_builder
 from facegen_jax.landmarks import masks
 
 R = 64
@@ -41,7 +41,7 @@ def data_dir(tmp_path_factory):
 
 
 def _config(data_dir, **overrides):
-  cfg = pipeline.default_data_config()
+  cfg = data_config.default_data_config()
   cfg.data_dir = data_dir
   cfg.num_workers = 0
   for key, value in overrides.items():

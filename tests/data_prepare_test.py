@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from facegen_jax.data import batch as batch_lib
-from facegen_jax.data import frames, pipeline, prepare, reading, tfds_builder
+from facegen_jax.data import config as data_config, frames, pipeline, prepare, reading, tfds_builder
 from facegen_jax.landmarks import masks
 
 R = 64
@@ -92,8 +92,8 @@ def test_dataset_reads_back_exactly(prepared):
     j = position.get(rec["video_id"], 0)
     position[rec["video_id"]] = j + 1
     entry = stored[rec["video_id"]]
-    np.testing.assert_array_equal(rec["image"], frames.decode_png(entry.images[j], 3))
-    np.testing.assert_array_equal(rec["mask"], frames.decode_png(entry.masks[j], 1))
+    np.testing.assert_array_equal(rec["image"], frames.decode_image(entry.images[j], 3))
+    np.testing.assert_array_equal(rec["mask"], frames.decode_image(entry.masks[j], 1))
     np.testing.assert_array_equal(rec["landmarks"], entry.landmarks[j])
     assert rec["frame_index"] == entry.frame_indices[j]
     # The stored masks are the renderer's masks of the stored landmarks, and the face is in the crop.
@@ -147,7 +147,7 @@ def test_rerun_skips_finished_work_and_a_failed_build_leaves_the_dataset(prepare
 
 def test_pipeline_on_real_faces(prepared):
   _, out, _ = prepared
-  cfg = pipeline.default_data_config()
+  cfg = data_config.default_data_config()
   cfg.data_dir, cfg.num_workers = str(out), 0
   it = pipeline.create_train_iterator(cfg, global_batch_size=6, resolution=R, mask_per_part=True, seed=0,
                                       process_index=0, process_count=1)

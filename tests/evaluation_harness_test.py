@@ -265,7 +265,7 @@ def test_dataset_clips_are_the_stored_frames_in_order_and_cross_pairs_two_people
     loaded = clip.load(feature_nets.landmark_fn, 256)
     assert len(loaded.frames) == len(own) == 4
     for frame, lm, rec in zip(loaded.frames, loaded.landmarks, own):
-      np.testing.assert_array_equal(frame, frames.decode_png(rec["image"], 3))
+      np.testing.assert_array_equal(frame, frames.decode_image(rec["image"], 3))
       np.testing.assert_array_equal(lm, rec["landmarks"])
     small = clip.load(feature_nets.landmark_fn, 128, max_frames=2)  # another --resolution: resized, landmarks scaled
     assert small.frames.shape == (2, 128, 128, 3)

@@ -5,7 +5,7 @@ import fractions
 import numpy as np
 import pytest
 
-from facegen_jax.inference import video_io
+from facegen_jax.io import video as video_io
 from facegen_jax.landmarks import create_detector
 from facegen_jax.landmarks.crop import crop_and_resize, video_crop_box
 from facegen_jax.landmarks.smoothing import OneEuroFilter, smooth_landmarks

@@ -191,7 +191,7 @@ def test_weights_are_converted_once_into_the_cache(weights_cache_dir, net):
 
 
 def test_default_cache_dir_comes_from_the_environment(tmp_path, monkeypatch):
-  monkeypatch.setenv("FACEGEN_CACHE", str(tmp_path / "c"))
+  monkeypatch.setenv("FACEGEN_CACHE_DIR", str(tmp_path / "c"))
   dlib_resnet.load_dlib_resnet_variables()
   assert len(list((tmp_path / "c").glob("dlib_resnet_v1-*.npz"))) == 1
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegen_jax.inference import Reenactor, video_io
+from facegen_jax.inference import Reenactor
 from facegen_jax.inference.personalize import personalize
+from facegen_jax.io import video as video_io
 from facegen_jax.landmarks import load_image
 from facegen_jax.train import loop
 
@@ -32,7 +33,7 @@ def checkpoint(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("reenact_ckpt")
   c = tiny.get_config()
   c.num_train_steps, c.image_every_steps = 6, 0
-  loop.train_and_evaluate(c, str(workdir))
+  loop.train(c, str(workdir))
   return str(workdir)
 
 

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from facegen_jax.inference import Reenactor, video_io
+from facegen_jax.inference import Reenactor
+from facegen_jax.io import video as video_io
 from facegen_jax.inference.generator_model import EXPORT_FILE, GeneratorModel
 from facegen_jax.landmarks import load_image
 from facegen_jax.landmarks.detectors import create_detector

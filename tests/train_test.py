@@ -102,11 +102,11 @@ def _restore(workdir, config):
 
 def test_resume_equals_straight_run(tmp_path):
   straight = tiny_config(num_train_steps=4, checkpoint_every_steps=2)
-  loop.train_and_evaluate(straight, str(tmp_path / "straight"))
+  loop.train(straight, str(tmp_path / "straight"))
   first_half = tiny_config(num_train_steps=2, checkpoint_every_steps=2)
-  loop.train_and_evaluate(first_half, str(tmp_path / "resumed"))
+  loop.train(first_half, str(tmp_path / "resumed"))
   assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["2"]
-  loop.train_and_evaluate(straight, str(tmp_path / "resumed"))  # restarts from step 2
+  loop.train(straight, str(tmp_path / "resumed"))  # restarts from step 2
   a, data_a = _restore(tmp_path / "straight", straight)
   b, data_b = _restore(tmp_path / "resumed", straight)
   assert int(a.step) == int(b.step) == 4
@@ -117,11 +117,11 @@ def test_resume_equals_straight_run(tmp_path):
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   good = tiny_config(num_train_steps=2, checkpoint_every_steps=1)
-  loop.train_and_evaluate(good, str(tmp_path))
+  loop.train(good, str(tmp_path))
   # A learning rate this large makes the parameters overflow in the next update.
   bad = tiny_config(num_train_steps=6, checkpoint_every_steps=1, **{"optimizer.g_learning_rate": 1e38})
   with pytest.raises(loop.NonFiniteLossError, match=r"at step 3; stopped.*step 2\) is the last good state"):
-    loop.train_and_evaluate(bad, str(tmp_path))
+    loop.train(bad, str(tmp_path))
   state, _ = _restore(tmp_path, good)
   assert int(state.step) == 2
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
@@ -230,7 +230,7 @@ def test_step_rng_is_fold_in_of_the_checkpointed_key_and_the_step():
 def test_url_workdir_is_refused_not_written_locally(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   with pytest.raises(ValueError, match="gs://bucket/run: URLs are not supported"):
-    loop.train_and_evaluate(tiny_config(), "gs://bucket/run")
+    loop.train(tiny_config(), "gs://bucket/run")
   assert not (tmp_path / "gs:").exists()
 
 

@@ -5,7 +5,7 @@ import fractions
 import numpy as np
 import pytest
 
-from facegen_jax.inference import video_io
+from facegen_jax.io import video as video_io
 
 CLIP = "videos/lp_d18_d19_man__liveportrait__d18.mp4"  # 480x480, 30 fps, AAC audio
 

@@ -97,8 +97,8 @@ def encode_image(array: np.ndarray, image_format: str, jpeg_quality: int = 95) -
   raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
 
 
-def decode_png(data: bytes, channels: int) -> np.ndarray:
-  """`[H, W, channels]` uint8 array from PNG (or any PIL-readable) bytes."""
+def decode_image(data: bytes, channels: int) -> np.ndarray:
+  """`[H, W, channels]` uint8 array from PNG or JPEG (any PIL-readable) bytes."""
   with Image.open(io.BytesIO(data)) as img:
     img = img.convert("L" if channels == 1 else "RGB")
     arr = np.asarray(img)

@@ -1,14 +1,15 @@
 """The training input pipeline: grain over a FaceFrames split, yielding `batch.py` batches.
 
-Sample kinds (mixed by `data.kind_ratios`):
-  (a) two frames of one video: source = frame s, driving = frame d of the same clip; the target
-      is the driving frame (ground truth for the pixel loss), `sample_kind` 0;
-  (b) source and driving of different people: the driving frame's landmarks and mask are the
-      pose; the target is the source itself (and target_mask its own mask), `sample_kind` 0;
-  (c) the source's own landmarks randomly perturbed (`landmarks.perturb`, magnitudes in
-      `data.perturb`) as the pose, mask rendered from them; target = source, `sample_kind` 1.
+Sample kinds (`batch.SampleKind`, mixed by `data.kind_ratios`; see docs/method.md, Sample kinds):
+  (a) SAME_VIDEO: source = frame s, driving = frame d of the same clip; the target is the
+      driving frame (ground truth for the pixel loss);
+  (b) OTHER_PERSON: the driving frame's landmarks and stored mask (of another person) are the
+      pose; the target is the source itself (and target_mask its own mask);
+  (c) PERTURBED: the source's own landmarks randomly perturbed (`landmarks.perturb`, magnitudes
+      in `data.perturb`) as the pose, mask rendered from them; target = source.
   A one-frame video cannot give (a) and a one-identity shard cannot give (b): those samples
-  become (c), so even a single photo trains (SPEC 2: tiny datasets must work).
+  become (c), so even a single photo trains. This module chooses the frames and landmarks;
+  `batch.make_sample` builds the sample, then one flip and colour jitter apply to all of it.
 
 Each sample is a pure function of (seed, process, stream position i, record): the records of
 this process are shuffled per epoch by grain (`MapDataset.shuffle(...).repeat()`), partners and
@@ -32,43 +33,10 @@ from PIL import Image
 from facegen_jax.data import augment
 from facegen_jax.data import batch as batch_lib
 from facegen_jax.data import reading
-from facegen_jax.data import tfds_builder
+from facegen_jax.data.batch import SampleKind
+from facegen_jax.landmarks import layout
 from facegen_jax.landmarks import masks as masks_lib
 from facegen_jax.landmarks import perturb as perturb_lib
-
-KIND_SAME_VIDEO, KIND_OTHER_PERSON, KIND_PERTURBED = 0, 1, 2
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-  """Every `config.data` field with its default."""
-  c = ml_collections.ConfigDict()
-  # Which source the train loop reads: "tfds" (this pipeline) or "synthetic" (data/synthetic.py).
-  c.source = "synthetic"
-  c.synthetic_identities = 64  # synthetic only: size of the identity pool
-
-  # The dataset: `<data_dir>/<dataset_name>/<dataset_config>/<version>` (prepare_data.py --output).
-  c.data_dir = ""
-  c.dataset_name = tfds_builder.DATASET_NAME
-  c.dataset_config = ""  # "" = r{resolution} if built, else the only config; other sizes are resized
-  c.split = "train"
-
-  # Sample kinds: (a) two frames of one video, (b) two people, (c) own landmarks perturbed.
-  c.kind_ratios = (0.5, 0.25, 0.25)
-  c.perturb = ml_collections.ConfigDict()  # kind (c); fractions of the face size
-  c.perturb.feature_shift = 0.05  # max translation of each feature group (brows, eyes, nose, mouth)
-  c.perturb.contour_shift = 0.03  # max translation of the jaw contour
-  c.perturb.feature_scale = 0.1  # max relative size change of each feature group
-
-  c.augment = ml_collections.ConfigDict()  # the same draw for every image of a sample
-  c.augment.flip_probability = 0.5  # horizontal flip, landmarks re-indexed with FLIP_PERMUTATION
-  c.augment.brightness = 0.1  # max offset, fraction of 255
-  c.augment.contrast = 0.1  # max relative change
-  c.augment.saturation = 0.1  # max relative change
-
-  c.num_workers = 2  # grain worker processes (0 = decode in this process)
-  c.worker_buffer_size = 2  # batches buffered per worker
-  c.read_threads = 2  # threads per worker
-  return c
 
 
 def shard_videos(num_frames: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
@@ -130,17 +98,17 @@ class SampleMaker:
     return self._source[int(self.records[k])]
 
   def _image(self, rec: dict) -> np.ndarray:
-    img = reading.frames_lib.decode_png(rec["image"], 3)
+    img = reading.frames_lib.decode_image(rec["image"], 3)
     if self.dataset_resolution != self.resolution:
       img = np.asarray(Image.fromarray(img).resize((self.resolution,) * 2, Image.BILINEAR))
     return img
 
   def _mask(self, rec: dict) -> np.ndarray:
     if self.mask_per_part:
-      m = reading.frames_lib.untile_parts(reading.frames_lib.decode_png(rec["part_masks"], 1),
+      m = reading.frames_lib.untile_parts(reading.frames_lib.decode_image(rec["part_masks"], 1),
                                           masks_lib.mask_channels(True))
     else:
-      m = reading.frames_lib.decode_png(rec["mask"], 1)
+      m = reading.frames_lib.decode_image(rec["mask"], 1)
     if self.dataset_resolution != self.resolution:
       m = np.stack([np.asarray(Image.fromarray(m[..., c]).resize((self.resolution,) * 2, Image.BILINEAR))
                     for c in range(m.shape[-1])], -1)
@@ -148,8 +116,8 @@ class SampleMaker:
 
   def _landmarks(self, rec: dict) -> np.ndarray:
     lm = np.asarray(rec["landmarks"], np.float32)
-    if self.dataset_resolution != self.resolution:  # pixel centres at integers
-      lm = (lm + 0.5) * (self.resolution / self.dataset_resolution) - 0.5
+    if self.dataset_resolution != self.resolution:
+      lm = layout.rescale(lm, self.resolution / self.dataset_resolution)
     return lm.astype(np.float32)
 
   @staticmethod
@@ -160,48 +128,49 @@ class SampleMaker:
 
   def __call__(self, i: int, k: int) -> dict:
     rng = np.random.default_rng([self.seed, self.process_index, int(i)])
-    kind = int(rng.choice(3, p=self.ratios))
+    kind = SampleKind(int(rng.choice(3, p=self.ratios)))
     v, ident = self.rec_video[k], self.rec_ident[k]
-    if kind == KIND_SAME_VIDEO and self.video_len[v] < 2:
-      kind = KIND_PERTURBED
-    if kind == KIND_OTHER_PERSON and self.ident_len[ident] == len(self):
-      kind = KIND_PERTURBED
+    if kind == SampleKind.SAME_VIDEO and self.video_len[v] < 2:
+      kind = SampleKind.PERTURBED
+    if kind == SampleKind.OTHER_PERSON and self.ident_len[ident] == len(self):
+      kind = SampleKind.PERTURBED
     src = self._read(k)
     source, src_lm = self._image(src), self._landmarks(src)
-    if kind == KIND_SAME_VIDEO:
+    if kind == SampleKind.SAME_VIDEO:
       pos = k - self.video_start[v]
       d = int(rng.integers(self.video_len[v] - 1))
       drv = self._read(int(self.video_start[v] + d + (d >= pos)))
-      target, tgt_lm, tgt_mask = self._image(drv), self._landmarks(drv), self._mask(drv)
-      drv_lm, drv_mask = tgt_lm, tgt_mask
-    elif kind == KIND_OTHER_PERSON:
+      sample = batch_lib.make_sample(kind, source, src_lm, self._landmarks(drv), mask_per_part=self.mask_per_part,
+                                     target=self._image(drv), driving_mask=self._mask(drv))
+    elif kind == SampleKind.OTHER_PERSON:
       drv = self._read(self._outside(rng, self.ident_start[ident], self.ident_len[ident], len(self)))
-      drv_lm, drv_mask = self._landmarks(drv), self._mask(drv)
-      target, tgt_lm, tgt_mask = source, src_lm, self._mask(src)
+      sample = batch_lib.make_sample(kind, source, src_lm, self._landmarks(drv), mask_per_part=self.mask_per_part,
+                                     driving_mask=self._mask(drv), target_mask=self._mask(src))
     else:
       drv_lm = perturb_lib.perturb_landmarks(src_lm, rng, image_size=self.resolution, **self.perturb)
-      drv_mask = masks_lib.render_mask(drv_lm, self.resolution, per_part=self.mask_per_part)
-      target, tgt_lm, tgt_mask = source, src_lm, self._mask(src)
-    aug = self.augment
+      sample = batch_lib.make_sample(kind, source, src_lm, drv_lm, mask_per_part=self.mask_per_part,
+                                     target_mask=self._mask(src))
+    return self._augment(sample, rng)
+
+  def _augment(self, sample: dict, rng: np.random.Generator) -> dict:
+    """The same flip and colour jitter for every image, mask and landmark set of `sample`."""
+    aug, s = self.augment, dict(sample)
+    same = s["target"] is s["source"]
     if rng.uniform() < aug["flip_probability"]:
       r = self.resolution
-      same = target is source
-      source, src_lm = augment.flip_image(source), augment.flip_landmarks(src_lm, r)
-      drv_mask, drv_lm = augment.flip_mask(drv_mask), augment.flip_landmarks(drv_lm, r)
-      target = source if same else augment.flip_image(target)
-      tgt_lm = src_lm if same else augment.flip_landmarks(tgt_lm, r)
-      tgt_mask = augment.flip_mask(tgt_mask) if tgt_mask is not drv_mask else drv_mask
+      shared_mask = s["target_mask"] is s["driving_mask"]
+      s["source"] = augment.flip_image(s["source"])
+      s["source_landmarks"] = augment.flip_landmarks(s["source_landmarks"], r)
+      s["driving_mask"] = augment.flip_mask(s["driving_mask"])
+      s["driving_landmarks"] = augment.flip_landmarks(s["driving_landmarks"], r)
+      s["target"] = s["source"] if same else augment.flip_image(s["target"])
+      s["target_landmarks"] = s["source_landmarks"] if same else augment.flip_landmarks(s["target_landmarks"], r)
+      s["target_mask"] = s["driving_mask"] if shared_mask else augment.flip_mask(s["target_mask"])
     if aug["brightness"] or aug["contrast"] or aug["saturation"]:
       params = augment.draw_color_jitter(rng, aug["brightness"], aug["contrast"], aug["saturation"])
-      same = target is source
-      source = augment.color_jitter(source, params)
-      target = source if same else augment.color_jitter(target, params)
-    return {
-        "source": source, "source_landmarks": src_lm,
-        "driving_mask": drv_mask, "driving_landmarks": drv_lm,
-        "target": target, "target_mask": tgt_mask, "target_landmarks": tgt_lm,
-        "sample_kind": np.int32(batch_lib.KIND_PERTURBED if kind == KIND_PERTURBED else batch_lib.KIND_FIRST),
-    }
+      s["source"] = augment.color_jitter(s["source"], params)
+      s["target"] = s["source"] if same else augment.color_jitter(s["target"], params)
+    return s
 
 
 class TrainIterator:
@@ -270,7 +239,7 @@ def create_train_iterator(data_config: ml_collections.ConfigDict, *, global_batc
   """This process's iterator of training batches from `data_config.data_dir` (see module docstring).
 
   Args:
-    data_config: `config.data` (fields: `default_data_config()`).
+    data_config: `config.data` (fields: `data/config.py`).
     global_batch_size: samples per step over all processes; each process yields
       `global_batch_size // process_count`.
     resolution: image size R of the batch; a dataset prepared at another size is resized.

@@ -53,6 +53,7 @@ import tensorflow_datasets as tfds
 import tqdm
 from absl import logging
 
+from facegen_jax.data import extract
 from facegen_jax.data import frames as frames_lib
 from facegen_jax.data import reading
 from facegen_jax.data import tfds_builder
@@ -107,10 +108,8 @@ class PrepareOptions:
       raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
 
   def fingerprint(self) -> str:
-    fields = dataclasses.asdict(self)
-    if self.image_format == "png":  # as before these options existed: PNG caches stay valid
-      del fields["image_format"], fields["jpeg_quality"]
-    return json.dumps(fields, sort_keys=True)
+    """Every option: a cache made with other options (or by a version with fewer) is not reused."""
+    return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
 def identity_of(rel: pathlib.PurePosixPath, input_name: str) -> str:
@@ -154,7 +153,6 @@ def cache_dir(output_dir, options: PrepareOptions) -> pathlib.Path:
 def _process_one(args):
   """Pool worker: prepares one file into the cache. Returns (key, meta dict)."""
   inp, options, cache_root, key = args
-  from facegen_jax.data import extract  # pylint: disable=import-outside-toplevel
   cache = frames_lib.FrameCache(cache_root)
   try:
     result = extract.prepare_file(inp, options)
@@ -246,6 +244,10 @@ def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOpti
     raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) or images ({', '.join(IMAGE_EXTENSIONS)}) "
                      f"found under {input_dir}")
   cache = frames_lib.FrameCache(cache_dir(output, options))
+  others = sorted(str(p) for p in (output / "cache").glob("r*-*") if p.is_dir() and p != cache.root)
+  if others:
+    logging.warning("not reusing the frame caches %s (made with other options, or by an older version): every "
+                    "file is prepared again into %s; delete them to free the space", ", ".join(others), cache.root)
   keys = {inp.rel: cache.key(inp.rel, _file_fingerprint(inp, options)) for inp in inputs}
   metas, todo, cached = {}, [], 0
   for inp in inputs:

@@ -89,7 +89,7 @@ def scan_video_table(source) -> VideoTable:
   vids, ids, counts = [], [], []
   for i in range(len(source)):
     rec = source[i]
-    vid, ident = _text(rec["video_id"]), _text(rec["identity"])
+    vid, ident = as_text(rec["video_id"]), as_text(rec["identity"])
     if vids and vids[-1] == vid:
       counts[-1] += 1
     else:
@@ -99,19 +99,20 @@ def scan_video_table(source) -> VideoTable:
   return VideoTable(tuple(vids), tuple(ids), np.asarray(counts, np.int64))
 
 
-def _text(value) -> str:
+def as_text(value) -> str:
+  """A TFDS text feature (bytes or str) as str."""
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def decode_record(record: dict) -> dict:
   """A raw record (images undecoded) -> numpy arrays: image [R,R,3], mask [R,R,1], part_masks [R,R,P]."""
   return {
-      "image": frames_lib.decode_png(record["image"], 3),
-      "mask": frames_lib.decode_png(record["mask"], 1),
-      "part_masks": frames_lib.untile_parts(frames_lib.decode_png(record["part_masks"], 1), len(layout.PART_NAMES)),
+      "image": frames_lib.decode_image(record["image"], 3),
+      "mask": frames_lib.decode_image(record["mask"], 1),
+      "part_masks": frames_lib.untile_parts(frames_lib.decode_image(record["part_masks"], 1), len(layout.PART_NAMES)),
       "landmarks": np.asarray(record["landmarks"], np.float32),
-      "identity": _text(record["identity"]),
-      "video_id": _text(record["video_id"]),
+      "identity": as_text(record["identity"]),
+      "video_id": as_text(record["video_id"]),
       "frame_index": int(record["frame_index"]),
-      "source": _text(record["source"]),
+      "source": as_text(record["source"]),
   }

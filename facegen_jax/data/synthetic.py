@@ -124,32 +124,23 @@ class SyntheticFaces:
 
   def sample(self, i: int) -> dict:
     """Sample `i` as a dict of unbatched arrays."""
-    from facegen_jax.landmarks.masks import render_mask  # pylint: disable=import-outside-toplevel
     r = self.resolution
     rng = np.random.default_rng([self.seed, 0, i])
-    kind = int(rng.choice(3, p=self.kind_ratios))
+    kind = batch_lib.SampleKind(int(rng.choice(3, p=self.kind_ratios)))
     src_id = int(rng.integers(self.num_identities))
     ident = self._ident(src_id)
     src_lm = random_landmarks(rng, ident, r)
     source = draw_face(src_lm, ident, r)
-    if kind == 0:  # (a) another "frame" of the same identity is the ground truth
+    target = None
+    if kind == batch_lib.SampleKind.SAME_VIDEO:  # another "frame" of the same identity is the ground truth
       drv_lm = random_landmarks(rng, ident, r)
-      target, tgt_lm = draw_face(drv_lm, ident, r), drv_lm
-    elif kind == 1:  # (b) the pose of another identity; no ground truth, the target is the source
+      target = draw_face(drv_lm, ident, r)
+    elif kind == batch_lib.SampleKind.OTHER_PERSON:  # the pose of another identity
       other = self._ident(int((src_id + 1 + rng.integers(self.num_identities - 1)) % self.num_identities))
       drv_lm = random_landmarks(rng, other, r)
-      target, tgt_lm = source, src_lm
-    else:  # (c) its own landmarks randomly perturbed (SPEC claim 7)
+    else:  # its own landmarks randomly perturbed
       drv_lm = perturb_landmarks(src_lm, rng, image_size=r, **self.perturb)
-      target, tgt_lm = source, src_lm
-    drv_mask = render_mask(drv_lm, r, per_part=self.mask_per_part)
-    tgt_mask = drv_mask if tgt_lm is drv_lm else render_mask(tgt_lm, r, per_part=self.mask_per_part)
-    return {
-        "source": source, "source_landmarks": src_lm,
-        "driving_mask": drv_mask, "driving_landmarks": drv_lm,
-        "target": target, "target_mask": tgt_mask, "target_landmarks": tgt_lm,
-        "sample_kind": np.int32(batch_lib.KIND_PERTURBED if kind == 2 else batch_lib.KIND_FIRST),
-    }
+    return batch_lib.make_sample(kind, source, src_lm, drv_lm, mask_per_part=self.mask_per_part, target=target)
 
   def __iter__(self):
     return self

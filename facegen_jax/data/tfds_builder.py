@@ -37,9 +37,9 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from facegen_jax.data import frames as frames_lib
+from facegen_jax.data.config import DATASET_NAME
 from facegen_jax.landmarks import layout
 
-DATASET_NAME = "face_frames"
 MAX_FRAMES_PER_VIDEO = 10**6  # example key = video rank * this + frame position
 
 

@@ -1,4 +1,4 @@
-"""SPEC 1.4 (claims 4-5): the optional detail post-process that blends source detail back.
+"""The optional detail post-process (see docs/method.md, Detail blend) that blends source detail back.
 
 Masks 2 and 3 are rendered from the landmarks of the reference (source) image and of the target
 (generated) image. Their per-pixel mean `mu = (m2 + m3) / 2` and variance
@@ -15,6 +15,9 @@ variance_scale), so mask4 reaches 1 where one mask is fully on and the other ful
 """
 
 import numpy as np
+
+from facegen_jax.io import images
+from facegen_jax.landmarks.masks import render_mask
 
 AFFINE_MODES = {"mean_scale": 0.5, "variance_scale": 0.125}
 
@@ -48,10 +51,9 @@ def detail_blend(target: np.ndarray, reference: np.ndarray, target_landmarks: np
   """The whole post-process on face crops: render masks 2 (reference) and 3 (target) from their
   landmarks `[68, 2]`, soften them with a Gaussian of `blur_sigma` pixels, form mask 4, fuse."""
   from scipy import ndimage  # pylint: disable=import-outside-toplevel
-  from facegen_jax.landmarks.masks import render_mask  # pylint: disable=import-outside-toplevel
   size = target.shape[:2]
-  m2 = render_mask(reference_landmarks, size).astype(np.float32)[..., 0] / 255.0
-  m3 = render_mask(target_landmarks, size).astype(np.float32)[..., 0] / 255.0
+  m2 = images.to_float_mask(render_mask(reference_landmarks, size))[..., 0]
+  m3 = images.to_float_mask(render_mask(target_landmarks, size))[..., 0]
   if blur_sigma > 0:
     m2, m3 = ndimage.gaussian_filter(m2, blur_sigma), ndimage.gaussian_filter(m3, blur_sigma)
   return fuse(target, reference, mask4_from_masks(m2, m3, mode))

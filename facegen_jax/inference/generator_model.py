@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from facegen_jax.io import checkpoints, images
 from facegen_jax.models import factory
 
 EXPORT_FILE = "generator.msgpack"
@@ -38,21 +39,18 @@ def load_config(path: str) -> ml_collections.ConfigDict:
       raise ValueError(f"{config_path} is not valid JSON ({e}); restore it from the training run") from e
 
 
-def _restore_from_workdir(path: str, config: ml_collections.ConfigDict, use_ema: bool) -> tuple:
-  from facegen_jax.train import checkpointing  # pylint: disable=import-outside-toplevel
-  from facegen_jax.train.state import create_train_state  # pylint: disable=import-outside-toplevel
-  manager = checkpointing.make_manager(path, keep=1_000_000)
-  try:
-    if manager.latest_step() is None:
-      raise FileNotFoundError(f"no checkpoint in {checkpointing.checkpoint_dir(path)}: train first, or pass an "
-                              "export directory")
-    like = jax.eval_shape(lambda: create_train_state(config))
-    state, _ = checkpointing.restore_latest(manager, like)
-  finally:
-    manager.close()
-  variables = {"params": state.ema_params if use_ema else state.g_vars["params"],
-               "batch_stats": state.g_vars["batch_stats"]}
-  return variables, {"step": int(state.step), "weights": "ema" if use_ema else "raw"}
+def init_generator_variables(config: ml_collections.ConfigDict, rng: jnp.ndarray) -> dict:
+  """Freshly initialised generator variables `{"params", "batch_stats"}` for `config`."""
+  r, m = int(config.resolution), factory.mask_channels(config)
+  lm = jnp.zeros((1, 68, 2))
+  variables = factory.build_generator(config).init(rng, jnp.zeros((1, r, r, 3)), jnp.zeros((1, r, r, m)), lm, lm,
+                                                   train=False)
+  return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+
+
+def generator_shapes(config: ml_collections.ConfigDict) -> dict:
+  """Shapes and dtypes of the generator's variables for `config` (nothing is computed)."""
+  return jax.eval_shape(lambda: init_generator_variables(config, jax.random.PRNGKey(0)))
 
 
 def _check_shapes(variables, like, where: str) -> None:
@@ -93,7 +91,7 @@ class GeneratorModel:
     config = load_config(path)
     export = os.path.join(path, EXPORT_FILE)
     if os.path.exists(export):
-      like = jax.eval_shape(lambda: cls._init_variables(config))
+      like = generator_shapes(config)
       with open(export, "rb") as f:
         try:
           variables = flax.serialization.from_bytes(like, f.read())
@@ -107,14 +105,9 @@ class GeneratorModel:
         with open(info_path) as f:
           info = json.load(f)
     else:
-      variables, info = _restore_from_workdir(path, config, use_ema)
+      variables, info = checkpoints.restore_generator(path, generator_shapes(config), use_ema)
+      variables = jax.tree.map(jnp.asarray, variables)
     return cls(config, variables, info)
-
-  @staticmethod
-  def _init_variables(config):
-    from facegen_jax.train.state import init_variables  # pylint: disable=import-outside-toplevel
-    g_vars, _ = init_variables(config, jax.random.PRNGKey(0))
-    return {"params": g_vars["params"], "batch_stats": g_vars["batch_stats"]}
 
   def export(self, path: str) -> str:
     """Writes config.json + generator.msgpack (+ export.json: step, EMA or raw) into `path`;
@@ -134,10 +127,9 @@ class GeneratorModel:
   @functools.cached_property
   def _apply(self):
     def apply(variables, sources, masks, source_landmarks, driving_landmarks):
-      src = sources.astype(jnp.float32) / 127.5 - 1.0
-      out = self.generator.apply(variables, src, masks.astype(jnp.float32) / 255.0, source_landmarks,
-                                 driving_landmarks, train=False)
-      return jnp.clip(jnp.round((out["generated"] + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+      out = self.generator.apply(variables, images.to_float_image(sources), images.to_float_mask(masks),
+                                 source_landmarks, driving_landmarks, train=False)
+      return images.to_uint8_image(out["generated"])
     return jax.jit(apply)
 
   def __call__(self, sources: np.ndarray, masks: np.ndarray, source_landmarks: np.ndarray,

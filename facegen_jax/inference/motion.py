@@ -1,4 +1,4 @@
-"""Driving landmarks -> the landmarks the source should take (SPEC 4: relative transfer).
+"""Driving landmarks -> the landmarks the source should take (see docs/method.md, Motion).
 
 "absolute": the driving frame's landmarks as they are (right for self-reenactment; for another
 person it imposes the driver's face shape).

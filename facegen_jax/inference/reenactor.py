@@ -8,7 +8,7 @@
 Pipeline per driving frame: landmarks (detect + track + temporal smoothing on video) -> motion
 transfer (relative to the first driving frame by default on video, so the output keeps the
 source's face shape; `motion="absolute"` uses the driving landmarks as they are, moved onto the
-source's face box) -> face mask -> generator -> optional SPEC 1.4 detail blend -> paste-back into
+source's face box) -> face mask -> generator -> optional detail blend (docs/method.md, Detail blend) -> paste-back into
 the full source photo through a feathered mask (or the crop alone).
 """
 
@@ -19,10 +19,13 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from facegen_jax.inference import detail_blend, motion as motion_lib, paste_back as pb
+from facegen_jax.inference import detail_blend, figure, motion as motion_lib, paste_back as pb
 from facegen_jax.inference.generator_model import GeneratorModel
-from facegen_jax.landmarks import crop as crop_lib
+from facegen_jax.io import video as video_io
+from facegen_jax.landmarks import crop as crop_lib, layout
+from facegen_jax.landmarks.detectors import create_detector
 from facegen_jax.landmarks.masks import render_masks
+from facegen_jax.landmarks.video import track_video
 
 
 @dataclasses.dataclass
@@ -91,7 +94,6 @@ class Reenactor:
     self.resolution = model.resolution
     self.crop_scale = crop_scale
     if detector is None:
-      from facegen_jax.landmarks.detectors import create_detector  # pylint: disable=import-outside-toplevel
       detector = create_detector("dlib")
     self.detector = detector
 
@@ -129,14 +131,14 @@ class Reenactor:
                            np.asarray(driving_landmarks)[None])[0]
     from PIL import Image  # pylint: disable=import-outside-toplevel
     crop = np.asarray(Image.fromarray(source_crop).resize((r, r), Image.BICUBIC))
-    lm = (np.asarray(driving_landmarks, np.float64) + 0.5) * (r / size) - 0.5
-    src_lm = (np.asarray(source_landmarks, np.float64) + 0.5) * (r / size) - 0.5
+    lm = layout.rescale(np.asarray(driving_landmarks, np.float64), r / size)
+    src_lm = layout.rescale(np.asarray(source_landmarks, np.float64), r / size)
     out = self.generate(crop[None], src_lm[None].astype(np.float32), lm[None].astype(np.float32))[0]
     return np.asarray(Image.fromarray(out).resize((size, size), Image.BICUBIC))
 
   def _finish(self, source: SourceFace, face: np.ndarray, landmarks: np.ndarray, blend: bool,
               paste_back: bool) -> np.ndarray:
-    if blend:  # SPEC 1.4: mask 3 from the landmarks of the output itself, found where they were asked for
+    if blend:  # mask 3 from the landmarks of the output itself, found where they were asked for
       found = self.detector.landmarks_in_box(face, self.detector.box_from_landmarks(landmarks))
       face = detail_blend.detail_blend(face, source.crop, found, source.landmarks)
     return pb.paste_back(source.image, face, source.transform.box) if paste_back else face
@@ -197,8 +199,6 @@ class Reenactor:
     driving clip's frame rate and audio. Frames without a face reuse the last good landmarks
     (counted in the report); a clip with no face at all raises NoFaceError. `grid_path` also
     writes a PNG of `grid_frames` evenly spaced frames (figure.reenactment_grid)."""
-    from facegen_jax.inference import video_io  # pylint: disable=import-outside-toplevel
-    from facegen_jax.landmarks.video import track_video  # pylint: disable=import-outside-toplevel
     if os.path.exists(output_path) and not overwrite:
       raise FileExistsError(f"{output_path} exists; pass overwrite=True (--overwrite) to replace it")
     source = self.prepare_source(source_image)
@@ -226,7 +226,6 @@ class Reenactor:
                  motion: str = "relative", blend: bool = False, num_frames: int = 5) -> str:
     """PNG: the source crop, then `num_frames` evenly spaced driving-frame crops (one still box
     for the clip) over the generated faces for them."""
-    from facegen_jax.inference import figure, video_io  # pylint: disable=import-outside-toplevel
     idx = figure.sample_indices(len(landmarks), num_frames)
     lms = self.transfer_motion(source, landmarks, track.found, motion)[idx]
     faces = self.generate(np.repeat(source.crop[None], len(idx), 0), source.landmarks, lms)

@@ -37,3 +37,8 @@ assert len(FLIP_PERMUTATION) == NUM_LANDMARKS and sorted(FLIP_PERMUTATION) == li
 
 CONTOUR = tuple(range(0, 17))
 FEATURES = tuple(range(17, 68))
+
+
+def rescale(landmarks, scale):
+  """Landmarks of an image resized by `scale`, pixel centres at integers: `(lm + 0.5) * scale - 0.5`."""
+  return (landmarks + 0.5) * scale - 0.5

@@ -1,4 +1,5 @@
-"""Random landmark perturbation: the poses of the second kind of training sample (SPEC claim 7).
+"""Random landmark perturbation: the poses of the perturbed kind of training sample
+(see docs/method.md, Sample kinds).
 
 A face's own landmarks with its facial features and/or its contour moved: each feature group
 (`FEATURE_GROUPS`: each brow, the nose, each eye, the mouth) is translated as a rigid group and

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Optional, Tuple
 
 import numpy as np
 
+from facegen_jax.io import video as video_io
 from facegen_jax.landmarks import detectors as detectors_lib
 from facegen_jax.landmarks.smoothing import OneEuroFilter
 
@@ -200,7 +201,6 @@ def track_video(path: str, detector=None, *, detect_every: int = 10, smoothing: 
     FileNotFoundError / ValueError: the file is missing, unreadable or damaged (named).
     NoFaceError: no frame has a face.
   """
-  from facegen_jax.inference import video_io  # pylint: disable=import-outside-toplevel
   info = video_io.probe(path)
   fps = float(info.fps)
   frames = video_io.read_frames(path, max_frames)

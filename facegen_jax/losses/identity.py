@@ -1,4 +1,4 @@
-"""Identity loss L1 (SPEC 2): 1 - cosine similarity of face-recognition embeddings, per sample."""
+"""Identity loss L1 (docs/method.md, Losses): 1 - cosine similarity of face-recognition embeddings, per sample."""
 
 import jax.numpy as jnp
 

@@ -1,4 +1,4 @@
-"""Perceptual / texture loss L2 (SPEC 2): weighted mean-L1 between deep feature maps, per sample."""
+"""Perceptual / texture loss L2 (docs/method.md, Losses): weighted mean-L1 between deep feature maps, per sample."""
 
 from typing import Optional, Sequence
 

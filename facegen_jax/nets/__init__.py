@@ -6,6 +6,8 @@
 """
 
 from facegen_jax.nets.base import FrozenNet
+from facegen_jax.nets.dlib_resnet import load_dlib_resnet
+from facegen_jax.nets.vgg19 import load_vgg19
 from facegen_jax.nets.weights_cache import WeightsError
 
 NAMES = ("dlib_resnet", "vgg19")
@@ -22,12 +24,9 @@ def load_frozen_net(name: str = "dlib_resnet", **kwargs) -> FrozenNet:
     ValueError: unknown name. WeightsError: weights missing or unreadable (the message says how
       to fix it).
   """
-  # pylint: disable=import-outside-toplevel
   if name == "dlib_resnet":
-    from facegen_jax.nets.dlib_resnet import load_dlib_resnet
     return load_dlib_resnet(**kwargs)
   if name == "vgg19":
-    from facegen_jax.nets.vgg19 import load_vgg19
     return load_vgg19(**kwargs)
   raise ValueError(f"unknown loss network {name!r}; known: {', '.join(NAMES)}")
 

@@ -1,7 +1,7 @@
 """Where converted pretrained weights live, and how they are written and read back.
 
-Conversions run once and are kept as `.npz` files in the user cache directory:
-`$FACEGEN_CACHE` if set, else `~/.cache/facegen_jax`. Files are written atomically, named after
+Conversions run once and are kept as `.npz` files in the user cache directory
+(`facegen_jax.io.cache.cache_dir()`: `$FACEGEN_CACHE_DIR` if set, else `~/.cache/facegen_jax`). Files are written atomically, named after
 the source file's content hash, and checked against the network's parameter shapes on load, so a
 stale or damaged cache file fails with an error naming it instead of producing wrong numbers.
 """
@@ -16,16 +16,16 @@ from typing import Any, Dict, Optional
 import flax
 import numpy as np
 
+from facegen_jax.io import cache
+
 
 class WeightsError(RuntimeError):
   """Pretrained weights are missing, unreadable or do not fit the network."""
 
 
 def cache_dir(path: Optional[os.PathLike] = None) -> pathlib.Path:
-  """The cache directory: `path`, else `$FACEGEN_CACHE`, else `~/.cache/facegen_jax`."""
-  if path is None:
-    path = os.environ.get("FACEGEN_CACHE") or pathlib.Path.home() / ".cache" / "facegen_jax"
-  return pathlib.Path(path)
+  """The cache directory: `path`, else the user cache folder (`io.cache.cache_dir()`)."""
+  return cache.cache_dir() if path is None else pathlib.Path(path)
 
 
 def file_digest(path: os.PathLike, length: int = 12) -> str:

@@ -1,12 +1,12 @@
 """Every config field, with its default. Experiment configs (experiments/configs/*.py) start here.
 
-Loss weights follow SPEC 2: `loss.first` holds a1..a5 for first-kind samples, `loss.perturbed`
+Loss weights (see docs/method.md, Losses): `loss.first` holds a1..a5 for first-kind samples, `loss.perturbed`
 a6..a10 for perturbed-landmark samples (defaults 1, 1, 25, 25, 1 each).
 """
 
 import ml_collections
 
-from facegen_jax.data.pipeline import default_data_config
+from facegen_jax.data.config import default_data_config
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -1,4 +1,4 @@
-"""`train_and_evaluate(config, workdir)`: the training job, resumable from its workdir."""
+"""`train(config, workdir)`: the training job, resumable from its workdir."""
 
 import json
 import os
@@ -12,7 +12,10 @@ import numpy as np
 from absl import logging
 
 from facegen_jax.data import batch as batch_lib
+from facegen_jax.data.synthetic import SyntheticFaces
+from facegen_jax.io import checkpoints
 from facegen_jax.models import factory
+from facegen_jax.nets import load_frozen_net
 from facegen_jax.train import checkpointing, sharding, summaries
 from facegen_jax.train.state import create_train_state
 from facegen_jax.train.step import LossNets, make_train_step
@@ -26,13 +29,12 @@ def create_data_iterator(config: ml_collections.ConfigDict):
   """This process's iterator of training batches (see facegen_jax/data/batch.py)."""
   per_process = config.global_batch_size // jax.process_count()
   if config.data.source == "synthetic":
-    from facegen_jax.data.synthetic import SyntheticFaces  # pylint: disable=import-outside-toplevel
     return SyntheticFaces(config.resolution, per_process, mask_per_part=config.mask_per_part, seed=config.seed,
                           kind_ratios=tuple(config.data.kind_ratios), perturb=config.data.perturb.to_dict(),
                           num_identities=config.data.synthetic_identities, process_index=jax.process_index(),
                           process_count=jax.process_count())
   if config.data.source == "tfds":
-    from facegen_jax.data.pipeline import create_train_iterator  # pylint: disable=import-outside-toplevel
+    from facegen_jax.data.pipeline import create_train_iterator  # grain, TFDS: heavy imports, tfds source only
     return create_train_iterator(config.data, global_batch_size=config.global_batch_size,
                                  resolution=config.resolution, mask_per_part=config.mask_per_part, seed=config.seed)
   raise ValueError(f"config.data.source must be 'synthetic' or 'tfds', got {config.data.source!r}")
@@ -49,7 +51,6 @@ def load_loss_nets(config: ml_collections.ConfigDict) -> LossNets:
     if not name:
       return None
     if name not in cache:
-      from facegen_jax.nets import load_frozen_net  # pylint: disable=import-outside-toplevel
       kwargs = {"weights_path": config.loss.vgg19_weights} if name == "vgg19" else {}
       cache[name] = load_frozen_net(name, **kwargs)
     return cache[name]
@@ -96,7 +97,7 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
       f.write(config.to_json_best_effort(indent=2))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming from its newest checkpoint) for config.num_train_steps.
 
   Returns the metrics of the last step (floats).
@@ -124,7 +125,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   data_iter = create_data_iterator(config)
 
   # Checkpoint.
-  manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
+  manager = checkpoints.make_manager(workdir, config.keep_checkpoints)
   restored = checkpointing.restore_latest(manager, state)
   if restored is not None:
     state, data_state = restored

@@ -1,13 +1,15 @@
 """The pure, jit-compiled GAN train step: a discriminator update, then a generator update.
 
 `make_train_step(config, loss_nets)` returns `train_step(state, batch, frozen_params) ->
-(state, metrics)`. The generator runs forward once: its VJP is kept while the discriminator is
-updated on the detached output, then the generator's losses (SPEC 2: L1 identity, L2 perceptual,
-L3 pixel, L4 reconstruction, L5 adversarial, plus optional feature matching) are differentiated
-with respect to the generated and reconstructed images and pulled back through that VJP.
+(state, metrics, images)` (images: the generated and reconstructed faces, batch-sharded). The
+generator runs forward once: its VJP is kept while the discriminator is updated on the detached
+output, then the generator's losses (see docs/method.md, Losses: L1 identity, L2 perceptual, L3
+pixel, L4 reconstruction, L5 adversarial, plus optional feature matching) are differentiated with
+respect to the generated and reconstructed images and pulled back through that VJP.
 
-Per-sample loss weights come from `batch["sample_kind"]`: first-kind samples use
-`config.loss.first` (a1..a5), perturbed-landmark samples `config.loss.perturbed` (a6..a10).
+Per-sample loss weights come from `batch["sample_kind"]` (a `batch.LossGroup`): `config.loss.first`
+(a1..a5) or, for perturbed-landmark samples, `config.loss.perturbed` (a6..a10). The terms L1-L4
+are `generator_terms`, shared with the generator-only step of fine-tuning (`finetune.py`).
 """
 
 import dataclasses
@@ -18,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from facegen_jax.io.images import to_float_image, to_float_mask
 from facegen_jax.losses import adversarial, identity, perceptual, pixel
 from facegen_jax.models import factory
 from facegen_jax.nets.base import FrozenNet
@@ -56,26 +59,60 @@ def check_loss_nets(config: ml_collections.ConfigDict, loss_nets: LossNets) -> N
           "give a network name that facegen_jax.nets.load_frozen_net knows.")
 
 
-def to_float_image(x: jnp.ndarray) -> jnp.ndarray:
-  """uint8 [0, 255] -> float32 [-1, 1]."""
-  return x.astype(jnp.float32) / 127.5 - 1.0
-
-
-def to_float_mask(x: jnp.ndarray) -> jnp.ndarray:
-  """uint8 [0, 255] -> float32 [0, 1]."""
-  return x.astype(jnp.float32) / 255.0
-
-
 def step_rngs(rng: jnp.ndarray, step: jnp.ndarray) -> tuple[dict, dict]:
   """The random keys of one step: `fold_in(rng, step)`, split into the generator's and the
-  discriminator's `{"dropout": key}` rng collections.
+  discriminator's `{"dropout": key}` rng collections, passed to both networks' `apply`.
 
   A pure function of the checkpointed key and the step, so a resumed run (or any replica of a
-  sharded one) draws the same numbers at the same step. The shipped models draw none (no dropout
-  or noise layers); a stochastic layer added to either network receives its key through these.
+  sharded one) draws the same numbers at the same step. No layer of either network reads the
+  "dropout" collection today, so the keys change no output.
   """
   g_key, d_key = jax.random.split(jax.random.fold_in(rng, step))
   return {"dropout": g_key}, {"dropout": d_key}
+
+
+def reference_features(loss_nets: LossNets, frozen: dict, source: jnp.ndarray, target: jnp.ndarray,
+                       batch: dict) -> tuple:
+  """(identity net output on the sources, perceptual net output on the targets), each None when
+  that network is not loaded: the fixed side of L1 and L2, outside the gradient."""
+  ref_id = ref_pc = None
+  if loss_nets.identity is not None:
+    ref_id = jax.lax.stop_gradient(loss_nets.identity.apply(frozen["identity"], source, batch["source_landmarks"]))
+  if loss_nets.perceptual is not None:
+    ref_pc = jax.lax.stop_gradient(loss_nets.perceptual.apply(frozen["perceptual"], target, batch["target_landmarks"]))
+  return ref_id, ref_pc
+
+
+def generator_terms(loss_nets: LossNets, frozen: dict, refs: tuple, gen: jnp.ndarray, rec: jnp.ndarray,
+                    source: jnp.ndarray, target: jnp.ndarray, driving_landmarks: jnp.ndarray,
+                    perceptual_layers=None) -> dict:
+  """The generator's non-adversarial losses per sample `[B]`: L3 pixel (generated vs target), L4
+  reconstruction (reconstructed vs source) and, when their networks are loaded, L1 identity and L2
+  perceptual (see docs/method.md, Losses). `refs` is `reference_features(...)`."""
+  ref_id, ref_pc = refs
+  terms = {
+      "pixel": pixel.l1_per_sample(gen, target),
+      "reconstruction": pixel.l1_per_sample(rec, source),
+  }
+  if loss_nets.identity is not None or loss_nets.perceptual is not None:
+    shared = loss_nets.identity is loss_nets.perceptual
+    gen_id = loss_nets.identity.apply(frozen["identity"], gen, driving_landmarks) if loss_nets.identity else None
+    gen_pc = gen_id if shared else (
+        loss_nets.perceptual.apply(frozen["perceptual"], gen, driving_landmarks) if loss_nets.perceptual else None)
+    if gen_id is not None:
+      terms["identity"] = identity.identity_loss(ref_id["embedding"], gen_id["embedding"])
+    if gen_pc is not None:
+      terms["perceptual"] = perceptual.perceptual_loss(ref_pc["features"], gen_pc["features"], perceptual_layers)
+  return terms
+
+
+def weighted_total(terms: dict, sample_w: jnp.ndarray, fm_weight: float = 0.0) -> tuple:
+  """(the batch mean of the per-sample weighted sum of `terms`, `{"g/<term>": batch mean}`).
+  `sample_w` `[B, 5]` are the rows of `loss_weights` for each sample's loss group."""
+  per_sample = sum(sample_w[:, LOSS_TERMS.index(k)] * terms[k] for k in LOSS_TERMS if k in terms)
+  if "feature_matching" in terms:
+    per_sample = per_sample + fm_weight * terms["feature_matching"]
+  return per_sample.mean(), {f"g/{k}": v.mean() for k, v in terms.items()}
 
 
 def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = LossNets()):
@@ -137,27 +174,11 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
                     "d/param_norm": optax.tree.norm(d_params)})
 
     # Generator losses, as a function of its two outputs.
-    src_lm, drv_lm, tgt_lm = batch["source_landmarks"], batch["driving_landmarks"], batch["target_landmarks"]
-    ref_id = ref_pc = None
-    if loss_nets.identity is not None:
-      ref_id = jax.lax.stop_gradient(loss_nets.identity.apply(frozen["identity"], source, src_lm))
-    if loss_nets.perceptual is not None:
-      ref_pc = jax.lax.stop_gradient(loss_nets.perceptual.apply(frozen["perceptual"], target, tgt_lm))
+    refs = reference_features(loss_nets, frozen, source, target, batch)
 
     def g_loss_fn(gen, rec):
-      terms = {
-          "pixel": pixel.l1_per_sample(gen, target),
-          "reconstruction": pixel.l1_per_sample(rec, source),
-      }
-      if loss_nets.identity is not None or loss_nets.perceptual is not None:
-        shared = loss_nets.identity is loss_nets.perceptual
-        gen_id = loss_nets.identity.apply(frozen["identity"], gen, drv_lm) if loss_nets.identity else None
-        gen_pc = gen_id if shared else (
-            loss_nets.perceptual.apply(frozen["perceptual"], gen, drv_lm) if loss_nets.perceptual else None)
-        if gen_id is not None:
-          terms["identity"] = identity.identity_loss(ref_id["embedding"], gen_id["embedding"])
-        if gen_pc is not None:
-          terms["perceptual"] = perceptual.perceptual_loss(ref_pc["features"], gen_pc["features"], perceptual_layers)
+      terms = generator_terms(loss_nets, frozen, refs, gen, rec, source, target, batch["driving_landmarks"],
+                              perceptual_layers)
       if fm_weight > 0:
         logits, feats, _ = run_d(d_vars, jnp.concatenate([real_in, d_input(gen, drv_mask)], axis=0), train=False,
                                  rngs=d_rngs)
@@ -168,11 +189,7 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
       else:
         fake_logits, _, _ = run_d(d_vars, d_input(gen, drv_mask), train=False, rngs=d_rngs)
       terms["adversarial"] = adversarial.generator_loss(fake_logits, adv_kind)
-      per_sample = sum(sample_w[:, LOSS_TERMS.index(k)] * terms[k] for k in LOSS_TERMS if k in terms)
-      if "feature_matching" in terms:
-        per_sample = per_sample + fm_weight * terms["feature_matching"]
-      total = per_sample.mean()
-      return total, {f"g/{k}": v.mean() for k, v in terms.items()}
+      return weighted_total(terms, sample_w, fm_weight)
 
     (g_loss, g_terms), (d_gen, d_rec) = jax.value_and_grad(g_loss_fn, argnums=(0, 1), has_aux=True)(
         generated, reconstructed)

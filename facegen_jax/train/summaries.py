@@ -8,10 +8,12 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from facegen_jax.io.images import to_uint8_image
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-  """[-1, 1] float -> uint8."""
-  return np.clip((np.asarray(x, np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+def _to_uint8(x) -> np.ndarray:
+  """[-1, 1] float (device or host) -> uint8 on the host."""
+  return to_uint8_image(np.asarray(x, np.float32))
 
 
 def mask_to_rgb(mask: np.ndarray) -> np.ndarray:

@@ -8,6 +8,9 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
+# File extensions read as video clips (lower case), everywhere a path may be a clip or a photo.
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+
 
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
