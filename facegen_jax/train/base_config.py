@@ -37,6 +37,13 @@ def base_config() -> ml_collections.ConfigDict:
   # where it builds, else "fast" (models/fast_conv.py); XLA's own on GPU/TPU. "onednn" | "fast" |
   # "xla" to force one (env FACEGEN_CONV_IMPL overrides "auto").
   c.model.conv_impl = "auto"
+  # Landmark-driven warping inside the generator (docs/method.md, Motion): "none" | "landmark_tps".
+  c.model.motion = "none"
+  c.model.motion_refiner = True  # learned residual flow + per-level occlusion maps
+  c.model.motion_blend = True  # output = m * warp(source) + (1 - m) * decoded, m learned
+  c.model.motion_features = 32
+  c.model.motion_max_residual = 0.1  # normalized units (0.1 = 5% of the frame)
+  c.model.motion_smoothing = 1e-7  # ridge of the thin-plate-spline solve (keeps coincident landmarks solvable)
 
   c.discriminator = ml_collections.ConfigDict()
   c.discriminator.num_scales = 3

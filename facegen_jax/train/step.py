@@ -148,9 +148,11 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
       out, updates = generator.apply({**state.g_vars, "params": g_params}, source, drv_mask,
                                      batch["source_landmarks"], batch["driving_landmarks"], train=True,
                                      mutable=["batch_stats"], rngs=g_rngs)
-      return (out["generated"], out["reconstructed"]), updates["batch_stats"]
+      extra = {k: jax.lax.stop_gradient(out[k]) for k in ("warped", "blend_mask") if k in out}
+      return (out["generated"], out["reconstructed"]), (updates["batch_stats"], extra)
 
-    (generated, reconstructed), g_vjp, g_batch_stats = jax.vjp(g_forward, state.g_vars["params"], has_aux=True)
+    (generated, reconstructed), g_vjp, (g_batch_stats, g_extra) = jax.vjp(
+        g_forward, state.g_vars["params"], has_aux=True)
 
     # Discriminator update on real (target, its mask) vs fake (generated, driving mask).
     real_in, fake_in = d_input(target, tgt_mask), d_input(jax.lax.stop_gradient(generated), drv_mask)
@@ -203,7 +205,7 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
     new_state = state.replace(
         step=state.step + 1, g_vars={**state.g_vars, "params": g_params, "batch_stats": g_batch_stats},
         d_vars=d_vars, g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_params=ema_params)
-    images = {"generated": generated, "reconstructed": reconstructed}
+    images = {"generated": generated, "reconstructed": reconstructed, **g_extra}
     return new_state, metrics, images
 
   return train_step

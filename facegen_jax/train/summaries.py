@@ -23,13 +23,17 @@ def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
 
 
 def image_grid(batch: dict, images: dict, max_rows: int = 4) -> np.ndarray:
-  """Rows of source | driving mask | generated | reconstructed | target, `[rows*R, 5*R, 3]` uint8."""
+  """Rows of source | driving mask | generated | reconstructed | target, then, for a generator with
+  motion, | warped source | blend mask: `[rows*R, 5*R (or 6*R, 7*R), 3]` uint8."""
   rows = []
   for i in range(min(max_rows, batch["source"].shape[0])):
-    rows.append(np.concatenate([
-        np.asarray(batch["source"][i]), mask_to_rgb(batch["driving_mask"][i]),
-        _to_uint8(images["generated"][i]), _to_uint8(images["reconstructed"][i]), np.asarray(batch["target"][i])
-    ], axis=1))
+    cells = [np.asarray(batch["source"][i]), mask_to_rgb(batch["driving_mask"][i]),
+             _to_uint8(images["generated"][i]), _to_uint8(images["reconstructed"][i]), np.asarray(batch["target"][i])]
+    if "warped" in images:
+      cells.append(_to_uint8(images["warped"][i]))
+    if "blend_mask" in images:
+      cells.append(mask_to_rgb(np.round(np.asarray(images["blend_mask"][i], np.float32) * 255).astype(np.uint8)))
+    rows.append(np.concatenate(cells, axis=1))
   return np.concatenate(rows, axis=0)
 
 
