@@ -1,4 +1,7 @@
-"""Shapes, the mask-affine normalization against numpy, and config-driven structure."""
+"""Shapes, the mask-affine normalization against numpy, config-driven structure, and the shipped
+weights against their golden frames."""
+
+import importlib.util
 
 import flax
 import jax
@@ -9,6 +12,9 @@ import pytest
 from facegen_jax.models import (GenerationDecoder, Generator, MaskAffineNorm, MultiScaleDiscriminator,
                                 ReconstructionDecoder, TextureEncoder, num_levels)
 from facegen_jax.models import layers
+from tests.conftest import REPO_ROOT
+
+GOLDEN = REPO_ROOT / "tests" / "golden"
 
 
 def _init_apply(module, *args, **kwargs):
@@ -166,3 +172,19 @@ def test_unknown_level_order():
 def test_reconstruction_decoder_needs_two_levels():
   with pytest.raises(ValueError, match="j >= 2 levels"):
     ReconstructionDecoder([]).init(jax.random.PRNGKey(0), jnp.ones((1, 8, 8, 4)), train=False)
+
+
+def test_shipped_weights_reenact_the_golden_frames():
+  """weights/demo_128 load into today's parameter tree and reenact the bundled clip to the frames
+  tests/golden/make_demo_reenact_golden.py wrote before the models were restructured (<= 1/255)."""
+  from facegen_jax.inference.generator_model import GeneratorModel  # pylint: disable=import-outside-toplevel
+  weights = str(REPO_ROOT / "weights" / "demo_128")
+  assert GeneratorModel.load(weights).resolution == 128
+  spec = importlib.util.spec_from_file_location("make_demo_reenact_golden", GOLDEN / "make_demo_reenact_golden.py")
+  golden_lib = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(golden_lib)
+  frames = golden_lib.reenact_frames(weights)
+  with np.load(GOLDEN / "demo_reenact.npz") as f:
+    golden = f["frames"]
+  assert frames.shape == golden.shape and frames.dtype == np.uint8
+  assert int(np.abs(frames.astype(np.int16) - golden.astype(np.int16)).max()) <= 1
