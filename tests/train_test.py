@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from facegen_jax.data.synthetic import SyntheticFaces
+from facegen_jax.io import checkpoints
 from facegen_jax.train import checkpointing, loop, sharding
 from facegen_jax.train.state import create_train_state
 from facegen_jax.train.step import LossNets, make_train_step
@@ -93,7 +94,7 @@ def test_four_devices_equal_one_device():
 
 
 def _restore(workdir, config):
-  manager = checkpointing.make_manager(str(workdir), 3)
+  manager = checkpoints.make_manager(str(workdir), 3)
   like = sharding.replicate(create_train_state(config), sharding.make_mesh())
   state, data_state = checkpointing.restore_latest(manager, like)
   manager.close()
