@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # pylint: disable=wrong-import-position
 from facegen_jax import entry  # pylint: disable=wrong-import-position
-from facegen_jax.models import factory, fast_conv  # pylint: disable=wrong-import-position
+from facegen_jax.models import conv, factory  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "default", "tiny | default")
@@ -44,7 +44,7 @@ def record_convs(config, batch: int) -> collections.Counter:
 
   def interceptor(next_fun, args, kwargs, context):
     mod = context.module
-    if context.method_name == "__call__" and isinstance(mod, (nn.Conv, nn.ConvTranspose, fast_conv.ConvTranspose)):
+    if context.method_name == "__call__" and isinstance(mod, (nn.Conv, nn.ConvTranspose, conv.ConvTranspose)):
       kind = "conv" if isinstance(mod, nn.Conv) else "transpose"
       pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
       strides = pair(mod.strides or 1)
@@ -60,12 +60,9 @@ def record_convs(config, batch: int) -> collections.Counter:
 
 def time_layer(layer: Layer, impl: str, repeats: int, dtype: str = "float32") -> tuple[float, float, float]:
   """(forward s, VJP s, forward FLOPs) of one layer on random data."""
-  if layer.kind == "transpose":
-    module = fast_conv.ConvTranspose(layer.features, layer.kernel, strides=layer.strides, padding=layer.padding,
-                                     conv_impl=impl, dtype=dtype)
-  else:
-    module = nn.Conv(layer.features, layer.kernel, strides=layer.strides, padding=layer.padding, dtype=dtype,
-                     conv_general_dilated=fast_conv.conv_fn(impl))
+  make = conv.ConvTranspose if layer.kind == "transpose" else nn.Conv
+  module = make(layer.features, layer.kernel, strides=layer.strides, padding=layer.padding, dtype=dtype,
+                conv_general_dilated=conv.conv_fn(impl))
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=layer.in_shape).astype(dtype))
   params = module.init(jax.random.PRNGKey(0), x)
@@ -80,8 +77,7 @@ def time_layer(layer: Layer, impl: str, repeats: int, dtype: str = "float32") ->
   vjp = jax.jit(vjp)
   # FLOPs from the "fast" program: XLA counts none inside oneDNN's custom calls, and counts the
   # dilation zeros of its own transposed convolutions.
-  counted = module.clone(conv_impl="fast") if layer.kind == "transpose" else module.clone(
-      conv_general_dilated=fast_conv.conv_fn("fast"))
+  counted = module.clone(conv_general_dilated=conv.conv_fn("fast"))
   flops = common.xla_flops(jax.jit(lambda p, x: counted.apply(p, x)), params, x)
   t_fwd = common.best_time(lambda: fwd(params, x), repeats)
   t_vjp = common.best_time(lambda: vjp(params, x, cot), repeats)

@@ -216,7 +216,8 @@ def run_other(script, args, timeout):
 
 
 def conv_backend() -> str:
-  from facegen_jax.models import fast_conv, onednn_conv  # pylint: disable=import-outside-toplevel
+  from facegen_jax.models import conv as fast_conv  # pylint: disable=import-outside-toplevel
+  from facegen_jax.models.conv import onednn as onednn_conv  # pylint: disable=import-outside-toplevel
   impl = fast_conv.resolve_impl("auto")
   if impl == "onednn":
     limits = ", ".join(f"{dtype} under {onednn_conv.current_single_thread_mflop(dtype):g} MFLOP (${env})"
@@ -227,7 +228,7 @@ def conv_backend() -> str:
 
 
 def bf16_backend() -> str:
-  from facegen_jax.models import onednn_conv  # pylint: disable=import-outside-toplevel
+  from facegen_jax.models.conv import onednn as onednn_conv  # pylint: disable=import-outside-toplevel
   if onednn_conv.bf16_native():
     return "on oneDNN's bfloat16 primitives"
   return "on XLA: this CPU has no native oneDNN bfloat16 kernels"

@@ -1,6 +1,7 @@
 """Shapes, the mask-affine normalization against numpy, config-driven structure, and the shipped
 weights against their golden frames."""
 
+import functools
 import importlib.util
 
 import flax
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from facegen_jax.models import (GenerationDecoder, Generator, MaskAffineNorm, MultiScaleDiscriminator,
-                                ReconstructionDecoder, TextureEncoder, num_levels)
+                                PatchDiscriminator, ReconstructionDecoder, TextureEncoder, num_levels)
 from facegen_jax.models import layers
 from tests.conftest import REPO_ROOT
 
@@ -39,7 +40,7 @@ def test_shapes(res):
   assert [t.shape for t in inter] == [(b, 8 * 2**(k + 1), 8 * 2**(k + 1), f) for k, f in enumerate(dec_feats)]
 
   masks = {t.shape[1]: jnp.ones((b, t.shape[1], t.shape[1], 1)) for t in inter}
-  _, gen = _init_apply(GenerationDecoder(dec_feats, hidden_features=4), code, inter, masks)
+  _, gen = _init_apply(GenerationDecoder(dec_feats, fuse=functools.partial(MaskAffineNorm, hidden_features=4)), code, inter, masks)
   assert gen.shape == (b, res, res, 3)
 
   _, out = _init_apply(Generator(resolution=res, base_features=8, max_features=16, hidden_features=4),
@@ -48,7 +49,8 @@ def test_shapes(res):
   assert float(jnp.abs(out["generated"]).max()) <= 1.0
 
   d_vars, (logits, feats) = _init_apply(
-      MultiScaleDiscriminator(num_scales=3, base_features=8, spectral_norm=True), jnp.ones((b, res, res, 4)))
+      MultiScaleDiscriminator(num_scales=3, patch=functools.partial(PatchDiscriminator, base_features=8, spectral_norm=True)),
+      jnp.ones((b, res, res, 4)))
   assert [l.shape for l in logits] == [(b, res // 2**(3 + k), res // 2**(3 + k), 1) for k in range(3)]
   assert len(feats) == 3 and all(len(f) == 4 for f in feats)
   assert "batch_stats" in d_vars  # spectral-norm power-iteration state

@@ -1,5 +1,5 @@
-"""facegen_jax.models.fast_conv and onednn_conv: forward and gradients equal XLA's own for every
-conv kind used, on one device and data-parallel over four."""
+"""The convolution back-ends of facegen_jax.models.conv (the XLA rewrites and oneDNN): forward and
+gradients equal XLA's own for every conv kind used, on one device and data-parallel over four."""
 
 import os
 import re
@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from facegen_jax.models import factory, fast_conv, onednn_conv
+from facegen_jax.models import conv, factory
+from facegen_jax.models.conv import onednn
 from benchmarks import common
 from tests.conftest import REPO_ROOT
 
@@ -23,10 +24,10 @@ IMPLS = ["fast", "onednn"]
 
 
 def _require(impl):
-  if impl == "onednn" and not onednn_conv.available():
+  if impl == "onednn" and not onednn.available():
     if ONEDNN_EXPECTED:
-      pytest.fail(f"oneDNN convolutions unavailable on Linux x86_64: {onednn_conv.unavailable_reason()}")
-    pytest.skip(f"oneDNN convolutions unavailable: {onednn_conv.unavailable_reason()}")
+      pytest.fail(f"oneDNN convolutions unavailable on Linux x86_64: {onednn.unavailable_reason()}")
+    pytest.skip(f"oneDNN convolutions unavailable: {onednn.unavailable_reason()}")
 
 
 def _rel_err(a, b) -> float:
@@ -59,11 +60,11 @@ CASES = [
 def _modules(kind, features, kernel, stride, impl="fast"):
   if kind == "conv":
     make = lambda impl: nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
-                                conv_general_dilated=fast_conv.conv_fn(impl))
+                                conv_general_dilated=conv.conv_fn(impl))
     return make("xla"), make(impl)
   ref = nn.ConvTranspose(features, (kernel, kernel), strides=(stride, stride), padding="SAME")
-  make = lambda impl: fast_conv.ConvTranspose(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
-                                              conv_impl=impl)
+  make = lambda impl: conv.ConvTranspose(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
+                                         conv_general_dilated=conv.conv_fn(impl))
   return ref, make(impl)
 
 
@@ -73,14 +74,14 @@ def _custom_calls(fn, *args) -> list:
 
 @pytest.fixture
 def onednn_threads(request):
-  """Sets onednn_conv's single-thread threshold (million FLOPs) for one test, then restores it."""
+  """Sets onednn's single-thread threshold (million FLOPs) for one test, then restores it."""
   mflop = request.param
-  before = onednn_conv.current_single_thread_mflop()
-  if mflop is not None and onednn_conv.available():
-    onednn_conv.set_single_thread_mflop(mflop)
+  before = onednn.current_single_thread_mflop()
+  if mflop is not None and onednn.available():
+    onednn.set_single_thread_mflop(mflop)
   yield mflop
-  if mflop is not None and onednn_conv.available():
-    onednn_conv.set_single_thread_mflop(before)
+  if mflop is not None and onednn.available():
+    onednn.set_single_thread_mflop(before)
 
 
 # oneDNN twice: every convolution on the whole OpenMP team (threshold 0) and every one on a
@@ -101,7 +102,7 @@ def test_forward_and_gradients_equal_xla(kind, shape, features, kernel, stride, 
   for a, b in zip(jax.tree.leaves(fast_params), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)
 
-  single_before = onednn_conv.single_thread_calls()
+  single_before = onednn.single_thread_calls()
   y_ref, pull_ref = jax.vjp(lambda p, x: ref.apply(p, x), params, x)
   y_fast, pull_fast = jax.vjp(lambda p, x: fast.apply(p, x), params, x)
   assert y_fast.shape == y_ref.shape
@@ -113,9 +114,9 @@ def test_forward_and_gradients_equal_xla(kind, shape, features, kernel, stride, 
   assert _rel_err(dp_fast["params"]["bias"], dp_ref["params"]["bias"]) < 1e-4
   if impl == "onednn" and kernel > 1:  # really ran on oneDNN: forward and both gradients
     # (a transposed convolution into few channels has its forward on XLA, its gradients on oneDNN)
-    xla_forward = kind == "transpose" and features < onednn_conv.XLA_TRANSPOSE_FORWARD_BELOW
+    xla_forward = kind == "transpose" and features < conv.XLA_TRANSPOSE_FORWARD_BELOW
     # and on one thread exactly when asked
-    single = onednn_conv.single_thread_calls() - single_before
+    single = onednn.single_thread_calls() - single_before
     assert single == ((2 if xla_forward else 3) if onednn_threads else 0), (onednn_threads, single)
     calls = _custom_calls(jax.value_and_grad(lambda p, x, c: jnp.sum(fast.apply(p, x) * c), (0, 1)), params, x, cot)
     assert set(calls) == {"facegen_conv_bwd_data", "facegen_conv_bwd_weights", "facegen_conv_fwd"} - (
@@ -133,7 +134,7 @@ def _dilations(fn, params, x, side: str) -> set:
 
 @pytest.mark.parametrize("kind,features,stride", [("transpose", 16, 2), ("conv", 4, 2)])
 def test_fast_path_has_no_dilated_convolutions(kind, features, stride):
-  """The point of fast_conv: no input-dilated (slow on XLA:CPU) convolution is left in the gradient.
+  """The point of the XLA rewrites: no input-dilated (slow on XLA:CPU) convolution is left in the gradient.
 
   (The stride-2 kernel gradient stays XLA's own window-dilated one, measured faster than the
   space-to-depth one.)"""
@@ -149,50 +150,50 @@ def test_fast_path_has_no_dilated_convolutions(kind, features, stride):
 
 def test_impl_selection(monkeypatch):
   monkeypatch.delenv("FACEGEN_CONV_IMPL", raising=False)
-  cpu_default = "onednn" if onednn_conv.available() else "fast"
-  assert fast_conv.resolve_impl("auto") == (cpu_default if jax.default_backend() == "cpu" else "xla")
-  assert fast_conv.resolve_impl("xla") == "xla" and fast_conv.resolve_impl("fast") == "fast"
+  cpu_default = "onednn" if onednn.available() else "fast"
+  assert conv.resolve_impl("auto") == (cpu_default if jax.default_backend() == "cpu" else "xla")
+  assert conv.resolve_impl("xla") == "xla" and conv.resolve_impl("fast") == "fast"
   monkeypatch.setenv("FACEGEN_CONV_IMPL", "xla")
-  assert fast_conv.resolve_impl("auto") == "xla" and fast_conv.conv_fn("auto") is None
+  assert conv.resolve_impl("auto") == "xla" and conv.conv_fn("auto") is None
   monkeypatch.setenv("FACEGEN_CONV_IMPL", "bogus")
   with pytest.raises(ValueError, match="FACEGEN_CONV_IMPL"):
-    fast_conv.resolve_impl("auto")
+    conv.resolve_impl("auto")
   with pytest.raises(ValueError, match="conv_impl"):
-    fast_conv.resolve_impl("cudnn")
+    conv.resolve_impl("cudnn")
 
 
 def test_single_thread_threshold_setting(monkeypatch):
-  for dtype, env in onednn_conv.SINGLE_THREAD_ENV.items():
+  for dtype, env in onednn.SINGLE_THREAD_ENV.items():
     monkeypatch.delenv(env, raising=False)
-    assert onednn_conv.single_thread_mflop(dtype) == onednn_conv.DEFAULT_SINGLE_THREAD_MFLOP[dtype]
+    assert onednn.single_thread_mflop(dtype) == onednn.DEFAULT_SINGLE_THREAD_MFLOP[dtype]
     monkeypatch.setenv(env, "0")
-    assert onednn_conv.single_thread_mflop(dtype) == 0.0
+    assert onednn.single_thread_mflop(dtype) == 0.0
     monkeypatch.setenv(env, "inf")
-    assert onednn_conv.single_thread_mflop(dtype) == float("inf")
+    assert onednn.single_thread_mflop(dtype) == float("inf")
     for bad in ("many", "-5", "nan"):
       monkeypatch.setenv(env, bad)
       with pytest.raises(ValueError, match=env):
-        onednn_conv.single_thread_mflop(dtype)
+        onednn.single_thread_mflop(dtype)
   with pytest.raises(ValueError, match=">= 0"):
-    onednn_conv.set_single_thread_mflop(-1.0)
+    onednn.set_single_thread_mflop(-1.0)
   with pytest.raises(ValueError, match="float16"):
-    onednn_conv.single_thread_mflop("float16")
-  assert onednn_conv._flops(float("inf")) == np.iinfo(np.int64).max  # pylint: disable=protected-access
-  assert onednn_conv._flops(200.0) == 200_000_000  # pylint: disable=protected-access
+    onednn.single_thread_mflop("float16")
+  assert onednn._flops(float("inf")) == np.iinfo(np.int64).max  # pylint: disable=protected-access
+  assert onednn._flops(200.0) == 200_000_000  # pylint: disable=protected-access
 
 
 def test_onednn_unavailable_falls_back(monkeypatch):
   """Without oneDNN (other platforms, no compiler): "auto" uses the XLA formulations, an explicit
   "onednn" fails naming why, and the build names the fix."""
   monkeypatch.delenv("FACEGEN_CONV_IMPL", raising=False)
-  monkeypatch.setattr(onednn_conv, "_state", {"ok": False, "reason": "RuntimeError: oneDNN not found"})
+  monkeypatch.setattr(onednn, "_state", {"ok": False, "reason": "RuntimeError: oneDNN not found"})
   if jax.default_backend() == "cpu":
-    assert fast_conv.resolve_impl("auto") == "fast"
+    assert conv.resolve_impl("auto") == "fast"
   with pytest.raises(RuntimeError, match="conv_impl='onednn'.*oneDNN not found"):
-    fast_conv.resolve_impl("onednn")
-  monkeypatch.setattr(onednn_conv, "_dnnl_roots", lambda: [REPO_ROOT / "no-such-dir"])
+    conv.resolve_impl("onednn")
+  monkeypatch.setattr(onednn, "_dnnl_roots", lambda: [REPO_ROOT / "no-such-dir"])
   with pytest.raises(RuntimeError, match="pip install onednn-cpu-gomp onednn-devel-cpu-gomp"):
-    onednn_conv._find_dnnl()  # pylint: disable=protected-access
+    onednn._find_dnnl()  # pylint: disable=protected-access
 
 
 # (kind, input shape, features, kernel, stride) in bfloat16: strided, stride-1 and transposed
@@ -207,13 +208,13 @@ BF16_CASES = [
 
 @pytest.fixture
 def bf16_threads(request):
-  """Sets onednn_conv's bfloat16 single-thread threshold for one test, then restores it."""
-  before = onednn_conv.current_single_thread_mflop("bfloat16")
-  if onednn_conv.available():
-    onednn_conv.set_single_thread_mflop(request.param, "bfloat16")
+  """Sets onednn's bfloat16 single-thread threshold for one test, then restores it."""
+  before = onednn.current_single_thread_mflop("bfloat16")
+  if onednn.available():
+    onednn.set_single_thread_mflop(request.param, "bfloat16")
   yield request.param
-  if onednn_conv.available():
-    onednn_conv.set_single_thread_mflop(before, "bfloat16")
+  if onednn.available():
+    onednn.set_single_thread_mflop(before, "bfloat16")
 
 
 @pytest.mark.parametrize("bf16_threads", [0.0, float("inf")], ids=["team", "single"], indirect=True)
@@ -224,11 +225,11 @@ def test_onednn_bfloat16_equals_float32_to_bfloat16_precision(kind, shape, featu
   bfloat16-rounded inputs up to bfloat16 rounding, on the whole OpenMP team or on one thread;
   elsewhere they keep the XLA formulations."""
   _require("onednn")
-  single_before = onednn_conv.single_thread_calls()
+  single_before = onednn.single_thread_calls()
   ref, _ = _modules(kind, features, kernel, stride)
-  make = nn.Conv if kind == "conv" else fast_conv.ConvTranspose
+  make = nn.Conv if kind == "conv" else conv.ConvTranspose
   ours = make(features, (kernel, kernel), strides=(stride, stride), padding="SAME", dtype=jnp.bfloat16,
-              **({"conv_general_dilated": fast_conv.conv_fn("onednn")} if kind == "conv" else {"conv_impl": "onednn"}))
+              conv_general_dilated=conv.conv_fn("onednn"))
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=shape), jnp.bfloat16)
   params = jax.tree.map(lambda p: p.astype(jnp.bfloat16).astype(jnp.float32), ref.init(jax.random.PRNGKey(0), x))
@@ -236,8 +237,8 @@ def test_onednn_bfloat16_equals_float32_to_bfloat16_precision(kind, shape, featu
   loss = lambda m, dtype: lambda p, x: jnp.sum(m.apply(p, x.astype(dtype)).astype(jnp.float32) * cot)
   g_ref = jax.grad(loss(ref, jnp.float32), (0, 1))(params, x)
   g = jax.grad(loss(ours, jnp.bfloat16), (0, 1))(params, x)
-  single = onednn_conv.single_thread_calls() - single_before  # forward and both gradients
-  if onednn_conv.bf16_native():
+  single = onednn.single_thread_calls() - single_before  # forward and both gradients
+  if onednn.bf16_native():
     assert (single >= 2) if bf16_threads else (single == 0), (bf16_threads, single)
   assert ours.apply(params, x).dtype == jnp.bfloat16
   assert _rel_err(ours.apply(params, x), ref.apply(params, x.astype(jnp.float32))) < 1e-2
@@ -246,9 +247,9 @@ def test_onednn_bfloat16_equals_float32_to_bfloat16_precision(kind, shape, featu
   assert _rel_err(g[0]["params"]["bias"], g_ref[0]["params"]["bias"]) < 5e-2
   assert _rel_err(g[1], g_ref[1]) < 1e-2
   calls = set(_custom_calls(jax.value_and_grad(loss(ours, jnp.bfloat16), (0, 1)), params, x))
-  if onednn_conv.bf16_native():
+  if onednn.bf16_native():
     want = {"facegen_conv_bwd_data_bf16", "facegen_conv_bwd_weights_bf16", "facegen_conv_fwd_bf16"}
-    if kind == "transpose" and features < onednn_conv.XLA_TRANSPOSE_FORWARD_BELOW:
+    if kind == "transpose" and features < conv.XLA_TRANSPOSE_FORWARD_BELOW:
       want.discard("facegen_conv_bwd_data_bf16")
     assert calls == want, calls
   else:
@@ -260,7 +261,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jax import lax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from facegen_jax.models import onednn_conv
+    from facegen_jax.models.conv import onednn as onednn_conv
     assert jax.device_count() == 4 and onednn_conv.available()
     DN = ("NHWC", "HWIO", "NHWC")
     mesh = Mesh(np.array(jax.devices()), ("data",))

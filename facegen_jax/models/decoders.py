@@ -1,23 +1,48 @@
-"""The two decoders of SPEC 1.3: reconstruction and generation ("target processing")."""
+"""The two decoders (docs/method.md, "Decoders"): reconstruction and generation ("target
+processing")."""
 
-from typing import Optional, Sequence
+import dataclasses
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from facegen_jax.models import fast_conv, layers
+from facegen_jax.models import layers
+from facegen_jax.models.conv import ConvTranspose
 from facegen_jax.models.mask_affine_norm import MaskAffineNorm
 
 
 LEVEL_ORDERS = ("spade", "spec")
 
 
-def _up(features: int, kernel_size: int, dtype, name: str, use_bias: bool = True,
-        conv_impl: str = "auto") -> fast_conv.ConvTranspose:
-  """A stride-2 transposed convolution that doubles H and W (no bias when a norm follows: it
-  would cancel it, leaving a parameter whose gradient is zero). Parameters as `nn.ConvTranspose`."""
-  return fast_conv.ConvTranspose(features, (kernel_size,) * 2, strides=(2, 2), padding="SAME", use_bias=use_bias,
-                                 dtype=dtype, conv_impl=conv_impl, name=name)
+@dataclasses.dataclass(frozen=True)
+class DecoderSettings:
+  """What every level of both decoders shares.
+
+  Attributes:
+    kernel_size: kernel of the stride-2 transposed convolutions.
+    norm: normalization after the transposed convs (one of layers.NORMS).
+    activation: name of the decoder activation (layers.activation).
+    dtype: computation dtype (parameters stay float32).
+    conv_transpose: the transposed-convolution constructor (`ConvTranspose`-like), chosen by the
+      model factory.
+  """
+
+  kernel_size: int = 4
+  norm: str = "batch"
+  activation: str = "relu"
+  dtype: Any = jnp.float32
+  conv_transpose: layers.ModuleDef = ConvTranspose
+
+  def up(self, features: int, name: str, normed: bool = False) -> nn.Module:
+    """A stride-2 transposed convolution that doubles H and W. With `normed` (a norm follows) and
+    a norm configured it has no bias: the norm would cancel it, leaving a parameter whose
+    gradient is zero."""
+    return self.conv_transpose(features, (self.kernel_size,) * 2, strides=(2, 2), padding="SAME",
+                               use_bias=not normed or self.norm == "none", dtype=self.dtype, name=name)
+
+  def norm_layer(self, name: str) -> layers.Norm:
+    return layers.Norm(self.norm, dtype=self.dtype, name=name)
 
 
 class ReconstructionDecoder(nn.Module):
@@ -25,18 +50,11 @@ class ReconstructionDecoder(nn.Module):
 
   Attributes:
     features: output channels of levels 1..j-1 (the intermediate outputs); level j outputs 3.
-    kernel_size: kernel of the transposed convolutions.
-    norm: normalization after each intermediate transposed conv.
-    activation: name of the activation opening each level.
-    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
+    settings: kernel, norm, activation, dtype and transposed convolution of every level.
   """
 
   features: Sequence[int]
-  kernel_size: int = 4
-  norm: str = "batch"
-  activation: str = "relu"
-  dtype: jnp.dtype = jnp.float32
-  conv_impl: str = "auto"
+  settings: DecoderSettings = DecoderSettings()
 
   @nn.compact
   def __call__(self, code: jnp.ndarray, *, train: bool) -> tuple[jnp.ndarray, list[jnp.ndarray]]:
@@ -48,18 +66,19 @@ class ReconstructionDecoder(nn.Module):
     if len(self.features) < 1:
       raise ValueError(f"ReconstructionDecoder needs j >= 2 levels (features for levels 1..j-1), got "
                        f"features={list(self.features)}")
-    act = layers.activation(self.activation)
+    s = self.settings
+    act = layers.activation(s.activation)
     x, intermediates = code, []
     for k, feats in enumerate(self.features):
-      x = _up(feats, self.kernel_size, self.dtype, f"up_{k}", self.norm == "none", self.conv_impl)(act(x))
-      x = layers.Norm(self.norm, dtype=self.dtype, name=f"norm_{k}")(x, train=train)
+      x = s.up(feats, f"up_{k}", normed=True)(act(x))
+      x = s.norm_layer(f"norm_{k}")(x, train=train)
       intermediates.append(x)
-    image = _up(3, self.kernel_size, self.dtype, f"up_{len(self.features)}", conv_impl=self.conv_impl)(act(x))
+    image = s.up(3, f"up_{len(self.features)}")(act(x))
     return jnp.tanh(image.astype(jnp.float32)), intermediates
 
 
 class GenerationDecoder(nn.Module):
-  """The target-processing levels: merge, fuse with the mask, decode (SPEC 1.3 a-c).
+  """The target-processing levels: merge, fuse with the mask, decode (docs/method.md, "Decoders").
 
   The texture code is first decoded (`transposed conv -> norm -> activation`) to the size of the
   reconstruction decoder's first intermediate output. Then each level i = 1..n:
@@ -72,30 +91,23 @@ class GenerationDecoder(nn.Module):
          norm after the transposed conv is left out: the next level's parameter-free batch norm
          (b) follows it with only the channel-wise concatenation in between, which would cancel
          its per-channel scale and shift exactly.
-       - "spec": `transposed conv -> norm -> activation` (the order SPEC 1.3c and the core issue
-         write), with no activation between (b) and the transposed conv.
+       - "spec": `transposed conv -> norm -> activation` (the order docs/method.md, "Decoders",
+         writes), with no activation between (b) and the transposed conv.
 
   Attributes:
     features: output channels of the stem and of levels 1..n-1 (`len(features)` = n >= 2);
       the last level outputs 3.
     merge_levels: 1-based levels that concatenate a reconstruction output; None = all.
-    kernel_size, norm, activation: as in ReconstructionDecoder.
-    gamma_kernel, beta_kernel, hidden_features, modulation: MaskAffineNorm settings.
-    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
+    settings: as in ReconstructionDecoder.
+    fuse: the MaskAffineNorm constructor of step (b), its kernels, hidden features, modulation and
+      convolution set (`functools.partial(MaskAffineNorm, ...)`); the decoder adds the norm and dtype.
     level_order: "spade" or "spec" (step c above).
   """
 
   features: Sequence[int]
   merge_levels: Optional[Sequence[int]] = None
-  kernel_size: int = 4
-  norm: str = "batch"
-  activation: str = "relu"
-  gamma_kernel: int = 3
-  beta_kernel: int = 1
-  hidden_features: Optional[int] = 64
-  modulation: str = "residual"
-  dtype: jnp.dtype = jnp.float32
-  conv_impl: str = "auto"
+  settings: DecoderSettings = DecoderSettings()
+  fuse: layers.ModuleDef = MaskAffineNorm
   level_order: str = "spade"
 
   @nn.compact
@@ -119,26 +131,25 @@ class GenerationDecoder(nn.Module):
     merge = set(range(1, n + 1) if self.merge_levels is None else self.merge_levels)
     if not merge <= set(range(1, n + 1)):
       raise ValueError(f"merge_levels {sorted(merge)} must be within 1..{n}")
-    act = layers.activation(self.activation)
-    x = _up(self.features[0], self.kernel_size, self.dtype, "stem", self.norm == "none", self.conv_impl)(code)
-    x = act(layers.Norm(self.norm, dtype=self.dtype, name="stem_norm")(x, train=train))
+    s = self.settings
+    act = layers.activation(s.activation)
+    x = s.up(self.features[0], "stem", normed=True)(code)
+    x = act(s.norm_layer("stem_norm")(x, train=train))
     for i in range(1, n + 1):
       if i in merge:
         x = jnp.concatenate([x, recon_outputs[i - 1].astype(x.dtype)], axis=-1)
       size = x.shape[1]
       if size not in masks:
         raise ValueError(f"no face mask of size {size} for generation level {i}")
-      x = MaskAffineNorm(self.gamma_kernel, self.beta_kernel, self.hidden_features, self.modulation,
-                         norm=self.norm, dtype=self.dtype, conv_impl=self.conv_impl, name=f"fuse_{i}")(
-                             x, masks[size], train=train)
+      x = self.fuse(norm=s.norm, dtype=s.dtype, name=f"fuse_{i}")(x, masks[size], train=train)
       if not spec_order:
         x = act(x)
       if i < n:
         # "spade": the norm after this transposed conv is the next level's parameter-free
         # normalization (step b); a second one in between would be cancelled by it.
-        x = _up(self.features[i], self.kernel_size, self.dtype, f"up_{i}", self.norm == "none", self.conv_impl)(x)
+        x = s.up(self.features[i], f"up_{i}", normed=True)(x)
         if spec_order:
-          x = act(layers.Norm(self.norm, dtype=self.dtype, name=f"up_{i}_norm")(x, train=train))
+          x = act(s.norm_layer(f"up_{i}_norm")(x, train=train))
       else:
-        x = _up(3, self.kernel_size, self.dtype, f"up_{i}", conv_impl=self.conv_impl)(x)
+        x = s.up(3, f"up_{i}")(x)
     return jnp.tanh(x.astype(jnp.float32))

@@ -3,7 +3,10 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from facegen_jax.models import fast_conv, layers
+from facegen_jax.models import layers
+
+# Stateless norms only: the discriminator keeps no running statistics ("batch" is not offered).
+NORMS = ("instance", "none")
 
 
 class PatchDiscriminator(nn.Module):
@@ -12,9 +15,9 @@ class PatchDiscriminator(nn.Module):
   Attributes:
     base_features, max_features: channels, doubling per layer, capped.
     num_layers: number of stride-2 convolutions.
-    norm: normalization of all but the first conv ("instance", "batch" or "none").
+    norm: normalization of all but the first conv, one of NORMS ("instance" or "none").
     spectral_norm: wrap every conv in spectral normalization (stats in 'batch_stats').
-    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
+    conv: the convolution constructor (`nn.Conv`-like), chosen by the model factory.
   """
 
   base_features: int = 64
@@ -23,11 +26,11 @@ class PatchDiscriminator(nn.Module):
   norm: str = "instance"
   spectral_norm: bool = False
   dtype: jnp.dtype = jnp.float32
-  conv_impl: str = "auto"
+  conv: layers.ModuleDef = nn.Conv
 
   def _conv(self, x, feats, stride, name, train, use_bias=True):
-    conv = nn.Conv(feats, (4, 4), strides=(stride, stride), padding="SAME", use_bias=use_bias, dtype=self.dtype,
-                   conv_general_dilated=fast_conv.conv_fn(self.conv_impl), name=name)
+    conv = self.conv(feats, (4, 4), strides=(stride, stride), padding="SAME", use_bias=use_bias, dtype=self.dtype,
+                     name=name)
     if self.spectral_norm:
       return nn.SpectralNorm(conv, name=f"{name}_sn")(x, update_stats=train)
     return conv(x)
@@ -35,6 +38,8 @@ class PatchDiscriminator(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> tuple[jnp.ndarray, list[jnp.ndarray]]:
     """Args: x `[B, H, W, C]`. Returns logits `[B, h, w, 1]` and the hidden feature maps."""
+    if self.norm not in NORMS:
+      raise ValueError(f"discriminator norm must be one of {NORMS} (stateless), got {self.norm!r}")
     features = []
     for i in range(self.num_layers + 1):
       feats = min(self.base_features * 2**i, self.max_features)
@@ -50,23 +55,20 @@ class PatchDiscriminator(nn.Module):
 
 
 class MultiScaleDiscriminator(nn.Module):
-  """PatchGANs on the input at 1, 1/2, 1/4, ... resolution (average-pooled).
+  """PatchGANs on the input at 1, 1/2, 1/4, ... resolution (average-pooled). The module reads
+  whatever channels it gets: a conditional discriminator's caller concatenates the face mask to
+  the image (`config.discriminator.conditional`).
 
   Attributes:
     num_scales: number of PatchGANs.
-    conditional: the caller concatenates the face mask to the image (documentation only; the
-      module reads whatever channels it gets).
-    base_features, max_features, num_layers, norm, spectral_norm, conv_impl: as in PatchDiscriminator.
+    patch: the PatchDiscriminator constructor of every scale, its settings bound
+      (`functools.partial(PatchDiscriminator, ...)`); this module adds the dtype.
+    dtype: computation dtype (parameters stay float32).
   """
 
   num_scales: int = 3
-  base_features: int = 64
-  max_features: int = 512
-  num_layers: int = 3
-  norm: str = "instance"
-  spectral_norm: bool = False
+  patch: layers.ModuleDef = PatchDiscriminator
   dtype: jnp.dtype = jnp.float32
-  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> tuple[list[jnp.ndarray], list[list[jnp.ndarray]]]:
@@ -79,9 +81,7 @@ class MultiScaleDiscriminator(nn.Module):
     for k in range(self.num_scales):
       if k > 0:
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-      logits, feats = PatchDiscriminator(
-          self.base_features, self.max_features, self.num_layers, self.norm, self.spectral_norm, self.dtype,
-          self.conv_impl, name=f"scale_{k}")(x, train=train)
+      logits, feats = self.patch(dtype=self.dtype, name=f"scale_{k}")(x, train=train)
       all_logits.append(logits)
       all_features.append(feats)
     return all_logits, all_features

@@ -1,11 +1,12 @@
-"""Texture encoder (SPEC 1.1): s stacked `conv -> batch-norm -> ReLU` layers, each halving H and W."""
+"""Texture encoder (docs/method.md, "Texture encoder"): s stacked `conv -> batch-norm -> ReLU`
+layers, each halving H and W."""
 
 from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from facegen_jax.models import fast_conv, layers
+from facegen_jax.models import layers
 
 
 class TextureEncoder(nn.Module):
@@ -14,15 +15,15 @@ class TextureEncoder(nn.Module):
   Attributes:
     features: output channels of each layer; `len(features)` = s >= 2 layers.
     kernel_size: spatial kernel of every stride-2 convolution.
-    norm: normalization after each conv (SPEC: "batch").
-    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
+    norm: normalization after each conv ("batch" in the method).
+    conv: the convolution constructor (`nn.Conv`-like), chosen by the model factory.
   """
 
   features: Sequence[int]
   kernel_size: int = 4
   norm: str = "batch"
   dtype: jnp.dtype = jnp.float32
-  conv_impl: str = "auto"
+  conv: layers.ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, image: jnp.ndarray, *, train: bool) -> tuple[jnp.ndarray, list[jnp.ndarray]]:
@@ -35,8 +36,8 @@ class TextureEncoder(nn.Module):
       raise ValueError(f"TextureEncoder needs s >= 2 layers, got features={list(self.features)}")
     x, outputs = image.astype(self.dtype), []
     for i, feats in enumerate(self.features):
-      x = nn.Conv(feats, (self.kernel_size,) * 2, strides=(2, 2), padding="SAME", use_bias=False,
-                  dtype=self.dtype, conv_general_dilated=fast_conv.conv_fn(self.conv_impl), name=f"conv_{i}")(x)
+      x = self.conv(feats, (self.kernel_size,) * 2, strides=(2, 2), padding="SAME", use_bias=False,
+                    dtype=self.dtype, name=f"conv_{i}")(x)
       x = layers.Norm(self.norm, dtype=self.dtype, name=f"norm_{i}")(x, train=train)
       x = nn.relu(x)
       outputs.append(x)

@@ -1,4 +1,5 @@
-"""The generator of SPEC 1: texture encoder, reconstruction decoder, mask-fused generation decoder."""
+"""The generator (docs/method.md): texture encoder, reconstruction decoder, mask-fused generation
+decoder, and optionally the landmark-driven warp ("Motion (landmark-driven warping)")."""
 
 import functools
 import math
@@ -7,10 +8,12 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from facegen_jax.models import fast_conv, layers
+from facegen_jax.models import layers
 from facegen_jax.models import motion as motion_lib
-from facegen_jax.models.decoders import GenerationDecoder, ReconstructionDecoder
+from facegen_jax.models.conv import ConvTranspose
+from facegen_jax.models.decoders import DecoderSettings, GenerationDecoder, ReconstructionDecoder
 from facegen_jax.models.encoder import TextureEncoder
+from facegen_jax.models.mask_affine_norm import MaskAffineNorm
 
 
 def num_levels(resolution: int, bottleneck_size: int) -> int:
@@ -50,7 +53,7 @@ class Generator(nn.Module):
     merge_levels: generation levels (1..s-1) that concatenate a reconstruction output; None = all.
     mask_resize: how the first mask is resized per level (see layers.MASK_RESIZE_METHODS).
     encoder_kernel, decoder_kernel: kernels of the stride-2 convs and transposed convs.
-    norm: normalization of encoder and decoders ("batch" per SPEC).
+    norm: normalization of encoder and decoders ("batch" in the method).
     activation: decoder activation.
     gamma_kernel, beta_kernel, hidden_features, modulation: MaskAffineNorm settings.
     level_order: generation-decoder order, "spade" or "spec" (see GenerationDecoder).
@@ -63,7 +66,8 @@ class Generator(nn.Module):
     motion_max_residual: bound of the residual flow (normalized units; 0.1 = 5% of the frame).
     motion_smoothing: ridge of the TPS solve (0 = exact interpolation).
     dtype: computation dtype (parameters stay float32).
-    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
+    conv, conv_transpose: the convolution and transposed-convolution constructors (`nn.Conv`- and
+      `conv.ConvTranspose`-like) of every layer, chosen by the model factory (models/conv/).
   """
 
   resolution: int = 256
@@ -81,7 +85,8 @@ class Generator(nn.Module):
   hidden_features: Optional[int] = 64
   modulation: str = "residual"
   dtype: jnp.dtype = jnp.float32
-  conv_impl: str = "auto"
+  conv: layers.ModuleDef = nn.Conv
+  conv_transpose: layers.ModuleDef = ConvTranspose
   level_order: str = "spade"
   motion: str = "none"
   motion_refiner: bool = True
@@ -113,22 +118,22 @@ class Generator(nn.Module):
       raise ValueError(f"Generator(resolution={r}) got source {source.shape} and mask {mask.shape}")
     enc = self.encoder_features
     dec = enc[-2::-1]  # channels at sizes 2h, 4h, ..., R/2
-    code, _ = TextureEncoder(enc, self.encoder_kernel, self.norm, self.dtype, self.conv_impl, name="encoder")(
-        source, train=train)
-    reconstructed, recon_outputs = ReconstructionDecoder(
-        dec, self.decoder_kernel, self.norm, self.activation, self.dtype, self.conv_impl,
-        name="reconstruction_decoder")(code, train=train)
+    code, _ = TextureEncoder(enc, kernel_size=self.encoder_kernel, norm=self.norm, dtype=self.dtype, conv=self.conv,
+                             name="encoder")(source, train=train)
+    settings = DecoderSettings(kernel_size=self.decoder_kernel, norm=self.norm, activation=self.activation,
+                               dtype=self.dtype, conv_transpose=self.conv_transpose)
+    reconstructed, recon_outputs = ReconstructionDecoder(dec, settings=settings, name="reconstruction_decoder")(
+        code, train=train)
     sizes = [code.shape[1] * 2**k for k in range(1, len(dec) + 1)]
-    masks = layers.MaskPyramid(sizes, self.mask_resize, dtype=self.dtype, conv_impl=self.conv_impl,
-                               name="mask_pyramid")(mask)
+    masks = layers.MaskPyramid(sizes, self.mask_resize, dtype=self.dtype, conv=self.conv, name="mask_pyramid")(mask)
     extra = {}
     if self.motion != "none":
       recon_outputs, extra = self._warp(source, mask, source_landmarks, driving_landmarks, recon_outputs, sizes)
-    generated = GenerationDecoder(
-        dec, self.merge_levels, self.decoder_kernel, self.norm, self.activation, self.gamma_kernel,
-        self.beta_kernel, self.hidden_features, self.modulation, self.dtype, self.conv_impl, self.level_order,
-        name="generation_decoder")(
-            code, recon_outputs, masks, train=train)
+    fuse = functools.partial(MaskAffineNorm, gamma_kernel=self.gamma_kernel, beta_kernel=self.beta_kernel,
+                             hidden_features=self.hidden_features, modulation=self.modulation, conv=self.conv)
+    generated = GenerationDecoder(dec, merge_levels=self.merge_levels, settings=settings, fuse=fuse,
+                                  level_order=self.level_order, name="generation_decoder")(
+                                      code, recon_outputs, masks, train=train)
     if "blend_mask" in extra:
       m = extra["blend_mask"]
       generated = m * extra["warped"] + (1.0 - m) * generated
@@ -144,7 +149,7 @@ class Generator(nn.Module):
     heads = {}
     if self.motion_refiner or self.motion_blend:
       net_size = r // 4
-      conv = functools.partial(nn.Conv, dtype=self.dtype, conv_general_dilated=fast_conv.conv_fn(self.conv_impl))
+      conv = functools.partial(self.conv, dtype=self.dtype)
       inputs = motion_lib.motion_inputs(source, mask, source_landmarks, driving_landmarks, flow, net_size)
       heads = motion_lib.MotionNet(conv, num_levels=len(sizes), features=self.motion_features,
                                    refine=self.motion_refiner, blend=self.motion_blend,

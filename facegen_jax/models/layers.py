@@ -1,12 +1,12 @@
 """Small building blocks shared by the generator and discriminator."""
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facegen_jax.models import fast_conv
+ModuleDef = Any
 
 NORMS = ("batch", "instance", "none")
 MASK_RESIZE_METHODS = ("nearest", "bilinear", "area", "strided_conv")
@@ -85,14 +85,14 @@ class MaskPyramid(nn.Module):
     method: one of MASK_RESIZE_METHODS; "strided_conv" learns the down-sampling with a chain of
       3x3 stride-2 convolutions (`features` channels each, leaky ReLU), one per halving.
     features: channels of the strided-conv path.
-    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
+    conv: the convolution constructor (`nn.Conv`-like), chosen by the model factory.
   """
 
   sizes: Sequence[int]
   method: str = "nearest"
   features: int = 16
   dtype: jnp.dtype = jnp.float32
-  conv_impl: str = "auto"
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, mask: jnp.ndarray) -> dict[int, jnp.ndarray]:
@@ -106,8 +106,8 @@ class MaskPyramid(nn.Module):
     if size in wanted:
       out[size] = x
     while size > min(wanted):
-      conv = nn.Conv(self.features, (3, 3), strides=(2, 2), padding="SAME", dtype=self.dtype,
-                     conv_general_dilated=fast_conv.conv_fn(self.conv_impl), name=f"down_{size // 2}")
+      conv = self.conv(self.features, (3, 3), strides=(2, 2), padding="SAME", dtype=self.dtype,
+                       name=f"down_{size // 2}")
       x = nn.leaky_relu(conv(x), 0.2)
       size //= 2
       if size in wanted:

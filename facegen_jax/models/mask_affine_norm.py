@@ -1,4 +1,5 @@
-"""SPADE-style mask-conditioned affine normalization (SPEC 1.3b).
+"""SPADE-style mask-conditioned affine normalization (docs/method.md, "Mask-conditioned affine
+normalization").
 
 The input is normalized by its batch mean and variance with no learned affine, then modulated
 per pixel by a scale `gamma` and a shift `beta` predicted from the face mask: `gamma` by one
@@ -6,12 +7,13 @@ convolution over the mask, `beta` by a second convolution over the same mask wit
 kernel size, optionally after a shared hidden convolution.
 """
 
+import functools
 from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from facegen_jax.models import fast_conv, layers
+from facegen_jax.models import layers
 
 
 class MaskAffineNorm(nn.Module):
@@ -25,7 +27,7 @@ class MaskAffineNorm(nn.Module):
     modulation: "residual" for `x * (1 + gamma) + beta` (SPADE), "plain" for `x * gamma + beta`.
     norm: "batch" (batch statistics; running averages at inference) or "instance".
     momentum: running-average momentum of the batch statistics.
-    conv_impl: convolution implementation, "auto" | "onednn" | "fast" | "xla" (see models/fast_conv.py).
+    conv: the convolution constructor (`nn.Conv`-like), chosen by the model factory.
   """
 
   gamma_kernel: int = 3
@@ -35,7 +37,7 @@ class MaskAffineNorm(nn.Module):
   norm: str = "batch"
   momentum: float = 0.9
   dtype: jnp.dtype = jnp.float32
-  conv_impl: str = "auto"
+  conv: layers.ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -43,7 +45,7 @@ class MaskAffineNorm(nn.Module):
     if self.gamma_kernel == self.beta_kernel:
       raise ValueError(
           f"MaskAffineNorm: gamma_kernel and beta_kernel must differ (both {self.gamma_kernel}); "
-          "SPEC 1.3b asks for two convolutions with different kernel sizes")
+          "the method asks for two convolutions with different kernel sizes")
     if self.modulation not in ("residual", "plain"):
       raise ValueError(f"MaskAffineNorm: modulation must be 'residual' or 'plain', got {self.modulation!r}")
     if x.shape[1:3] != mask.shape[1:3]:
@@ -51,15 +53,12 @@ class MaskAffineNorm(nn.Module):
     normalized = layers.Norm(self.norm, use_affine=False, momentum=self.momentum, name="param_free_norm")(
         x, train=train)
     feats = mask.astype(self.dtype)
-    conv_fn = fast_conv.conv_fn(self.conv_impl)
+    conv = functools.partial(self.conv, padding="SAME", dtype=self.dtype)
     if self.hidden_features:
-      feats = nn.relu(nn.Conv(self.hidden_features, (3, 3), padding="SAME", dtype=self.dtype,
-                            conv_general_dilated=conv_fn, name="shared")(feats))
+      feats = nn.relu(conv(self.hidden_features, (3, 3), name="shared")(feats))
     channels = x.shape[-1]
-    gamma = nn.Conv(channels, (self.gamma_kernel,) * 2, padding="SAME", dtype=self.dtype,
-                    conv_general_dilated=conv_fn, name="gamma")(feats)
-    beta = nn.Conv(channels, (self.beta_kernel,) * 2, padding="SAME", dtype=self.dtype,
-                   conv_general_dilated=conv_fn, name="beta")(feats)
+    gamma = conv(channels, (self.gamma_kernel,) * 2, name="gamma")(feats)
+    beta = conv(channels, (self.beta_kernel,) * 2, name="beta")(feats)
     if self.modulation == "residual":
       return normalized * (1.0 + gamma) + beta
     return normalized * gamma + beta

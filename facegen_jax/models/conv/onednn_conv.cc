@@ -70,9 +70,9 @@ std::mutex cache_mu;
 // Convolutions of fewer FLOPs than this run on one OpenMP thread (their primitives are built for
 // one thread too). XLA's pool already runs independent ops at once, one per core; a small
 // convolution split over every core as well waits at its OpenMP fork/join for threads that the
-// other ops hold, and on this project's 2-core machine that waiting was most of its time
-// (tiny model train step at 64x64: 17.3 -> 9.9 ms). AMX bfloat16 convolutions are about 4x
-// shorter, so waiting weighs more: there the default threshold is unlimited. One threshold per
+// other ops hold, and on a machine of few cores that waiting is most of its time (BENCHMARKS.md).
+// AMX bfloat16 convolutions are shorter, so waiting weighs more: there the default threshold is
+// unlimited. One threshold per
 // element type ([0] float32, [1] bfloat16), set by facegen_set_single_thread_below().
 std::atomic<int64_t> single_thread_below[2] = {{0}, {0}};
 std::atomic<int64_t> single_thread_calls{0};

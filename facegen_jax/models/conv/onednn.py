@@ -10,15 +10,15 @@ convolution's forward pass and both gradients as oneDNN primitives inside the ji
 * `conv_transpose2d(x, w, strides, pads)`: `lax.conv_general_dilated(x, w, (1, 1), pads,
   lhs_dilation=strides)` (a transposed convolution, kernel not flipped), run as the
   backward-data primitive of the strided convolution it transposes; the kernel is flipped into
-  that convolution's weights by the C++ weight reorder, not by XLA (the `flip` attribute). Into
-  fewer than 16 channels its forward runs on XLA (faster there), its gradients on oneDNN.
+  that convolution's weights by the C++ weight reorder, not by XLA (the `flip` attribute).
 
-The C++ handlers (`onednn_conv.cc`) are compiled with g++ on first use (about 3 s) against
+The dispatcher (`facegen_jax.models.conv`) decides which convolutions come here. The C++ handlers
+(`onednn_conv.cc`) are compiled with g++ on first use (about 3 s) against
 jaxlib's FFI headers and the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels (setup.cfg
 installs them on Linux x86_64), and cached under `$FACEGEN_CACHE_DIR` (default
 `$XDG_CACHE_HOME/facegen_jax` or `~/.cache/facegen_jax`). `available()` says whether that worked
-and `unavailable_reason()` why not; `models/fast_conv.py` then falls back to its XLA
-formulations, with a warning.
+and `unavailable_reason()` why not; the dispatcher then falls back to the XLA formulations of
+`conv/xla_rewrites.py`, with a warning.
 
 Sharding: each custom call is wrapped in `jax.experimental.custom_partitioning` with a Shardy
 rule in which only the batch may be sharded. Under a data-parallel `jax.jit` over a device mesh
@@ -29,20 +29,16 @@ else sharded (channels, space) is replicated first. oneDNN's scratch memory is a
 call, so the devices of one process can run the same primitive concurrently.
 
 float32 and bfloat16 (`compute_dtype`; all operands one type): bfloat16 runs here where
-`bf16_native()` (oneDNN's AMX or AVX512-BF16 kernels), else on the XLA formulations of fast_conv.
+`bf16_native()` (oneDNN's AMX or AVX512-BF16 kernels), else on the XLA formulations.
 
 Threads: a convolution runs on oneDNN's OpenMP team (`OMP_NUM_THREADS`, default one thread per
 core) while XLA's pool runs other ops beside it. A float32 one of fewer than
 `$FACEGEN_ONEDNN_SINGLE_THREAD_MFLOP` million FLOPs (default 200; 0: never) runs on one thread
-instead: split over the team it mostly waited at the fork/join for threads held by XLA's other
-ops (2-core machine, best of 10 interleaved calls: tiny model train step at 64x64 17.3 -> 9.9 ms,
-at 128x128 41.8 -> 31.4 ms; the default model, whose convolutions are mostly larger, within noise
-at 64, 128 and 256, and slower with every convolution on one thread: 715 -> 803 ms at 128).
-bfloat16 convolutions on AMX are about 4x shorter, so the wait weighs more, and
-`$FACEGEN_ONEDNN_SINGLE_THREAD_MFLOP_BF16` defaults to inf (all on one thread): the default
-model's bfloat16 train step took 158 -> 121 ms at 64, 401 -> 345 ms at 128 and 1333 -> 1228 ms
-at 256 against the float32 threshold; inference within noise. Machines with many more cores may
-want other thresholds: measure with benchmarks/run.py.
+instead: split over the team, a small one mostly waits at the fork/join for threads held by XLA's
+other ops. bfloat16 convolutions on AMX are shorter, so the wait weighs more, and
+`$FACEGEN_ONEDNN_SINGLE_THREAD_MFLOP_BF16` defaults to inf (all on one thread). The figures behind
+both defaults are in BENCHMARKS.md; machines with many more cores may want other thresholds:
+measure with benchmarks/run.py.
 """
 
 import ctypes
@@ -68,6 +64,8 @@ from jax.interpreters import mlir
 from jax._src import dispatch  # pylint: disable=g-importing-member
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec as P
+
+from facegen_jax.io import cache
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -151,15 +149,6 @@ def _find_dnnl() -> tuple[pathlib.Path, pathlib.Path]:
       "onednn-devel-cpu-gomp` (the project's setup does), or set DNNL_ROOT.")
 
 
-def cache_dir() -> pathlib.Path:
-  """Where the compiled library is kept: $FACEGEN_CACHE_DIR, else $XDG_CACHE_HOME/facegen_jax."""
-  if os.environ.get("FACEGEN_CACHE_DIR"):
-    return pathlib.Path(os.environ["FACEGEN_CACHE_DIR"])
-  return pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "facegen_jax"
-
-
-
-
 def _build() -> pathlib.Path:
   """Compiles `onednn_conv.cc` once per (source, jaxlib, oneDNN) and returns the shared library."""
   include, libdir = _find_dnnl()
@@ -170,7 +159,7 @@ def _build() -> pathlib.Path:
   digest = hashlib.sha256()
   digest.update(_SOURCE.read_bytes())
   digest.update(f"{jax.__version__}|{jax.lib.__file__}|{include}|{libdir}|{compiler}".encode())
-  out = cache_dir() / "onednn_conv" / digest.hexdigest()[:16] / "libfacegen_onednn_conv.so"
+  out = cache.cache_dir() / "onednn_conv" / digest.hexdigest()[:16] / "libfacegen_onednn_conv.so"
   if out.exists():
     return out
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -370,9 +359,8 @@ def _conv2d(kind, x, w, strides, pads):
 def conv2d(x, w, strides: tuple[int, int], pads: Pads):
   """NHWC x HWIO -> NHWC convolution (float32, explicit non-negative padding) on oneDNN.
 
-  Not differentiated, it runs oneDNN's forward_inference primitive (the one meant for inference;
-  default-model inference measured within 3% of forward_training, 3 interleaved runs at 128 and
-  256); under `jax.grad`/`jax.vjp` the forward_training one that its gradients pair with."""
+  Not differentiated, it runs oneDNN's forward_inference primitive (the one meant for inference);
+  under `jax.grad`/`jax.vjp` the forward_training one that its gradients pair with."""
   return _conv2d("fwd_inference", x, w, strides, pads)
 
 
@@ -393,36 +381,30 @@ def _transpose_canonical(x_hw, w_hw, strides, pads: Pads):
   return tuple((k - 1 - p[0], k - 1 - p[1]) for k, p in zip(w_hw, pads))
 
 
-# Below this many output channels a transposed convolution's forward runs on XLA: oneDNN's
-# backward-data primitive is slow into so few channels (the decoders' last layers, 64/128 -> 3 at
-# 128x128: 5.4 ms on oneDNN, 2.1 ms on XLA, benchmarks/profile_convs.py). Its gradients stay on
-# oneDNN (XLA's own: 31 ms).
-XLA_TRANSPOSE_FORWARD_BELOW = 16
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv_transpose2d(x, w, strides: tuple[int, int], pads: Pads):
-  """`lax.conv_general_dilated(x, w, (1, 1), pads, lhs_dilation=strides)` on oneDNN (the forward
-  on XLA below `XLA_TRANSPOSE_FORWARD_BELOW` output channels)."""
+  """`lax.conv_general_dilated(x, w, (1, 1), pads, lhs_dilation=strides)` on oneDNN."""
   return _conv_transpose_fwd(x, w, strides, pads)[0]
 
 
 def _conv_transpose_fwd(x, w, strides, pads):
   n, h, wd, _ = x.shape
   kh, kw, _, o = w.shape
-  if o < XLA_TRANSPOSE_FORWARD_BELOW:
-    y = lax.conv_general_dilated(x, w, (1, 1), pads, lhs_dilation=strides, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y, (x, w)
   shape = (n, (h - 1) * strides[0] + 1 + sum(pads[0]) - kh + 1, (wd - 1) * strides[1] + 1 + sum(pads[1]) - kw + 1, o)
   cpads = _transpose_canonical(x.shape[1:3], (kh, kw), strides, pads)
   return _ffi("bwd_data", shape, x, w, strides, cpads, flip=True), (x, w)
 
 
-def _conv_transpose_bwd(strides, pads, res, g):
-  x, w = res
+def conv_transpose2d_grads(x, w, g, strides: tuple[int, int], pads: Pads):
+  """The input and kernel gradients of `conv_transpose2d(x, w, strides, pads)` for the output
+  cotangent `g`, without its forward pass."""
   cpads = _transpose_canonical(x.shape[1:3], w.shape[:2], strides, pads)
   dx = _ffi("fwd", x.shape, g, w, strides, cpads, flip=True)
   return dx, _ffi("bwd_weights", w.shape, g, x, strides, cpads, flip=True)
+
+
+def _conv_transpose_bwd(strides, pads, res, g):
+  return conv_transpose2d_grads(*res, g, strides, pads)
 
 
 conv_transpose2d.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
