@@ -190,3 +190,15 @@ def test_shipped_weights_reenact_the_golden_frames():
     golden = f["frames"]
   assert frames.shape == golden.shape and frames.dtype == np.uint8
   assert int(np.abs(frames.astype(np.int16) - golden.astype(np.int16)).max()) <= 1
+
+
+def test_only_the_factory_and_the_conv_package_know_conv_impl():
+  """The back-end is chosen once: the other model modules are handed convolution constructors."""
+  models = REPO_ROOT / "facegen_jax" / "models"
+  knowing = {str(p.relative_to(models)) for p in models.rglob("*.py") if "conv_impl" in p.read_text()}
+  assert knowing <= {"factory.py", "conv/__init__.py"}, knowing
+
+
+def test_discriminator_norms_are_stateless():
+  with pytest.raises(ValueError, match="stateless"):
+    PatchDiscriminator(norm="batch").init(jax.random.PRNGKey(0), jnp.ones((1, 32, 32, 3)), train=False)

@@ -13,7 +13,7 @@ convolution's forward pass and both gradients as oneDNN primitives inside the ji
   that convolution's weights by the C++ weight reorder, not by XLA (the `flip` attribute).
 
 The dispatcher (`facegen_jax.models.conv`) decides which convolutions come here. The C++ handlers
-(`onednn_conv.cc`) are compiled with g++ on first use (about 3 s) against
+(`onednn_conv.cc`) are compiled with g++ on first use (once per source and jaxlib) against
 jaxlib's FFI headers and the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels (setup.cfg
 installs them on Linux x86_64), and cached under `$FACEGEN_CACHE_DIR` (default
 `$XDG_CACHE_HOME/facegen_jax` or `~/.cache/facegen_jax`). `available()` says whether that worked
