@@ -60,6 +60,7 @@ from facegen_jax.train.step import LossNets, make_train_step
 assert jax.device_count() == 4, jax.devices()
 c = tiny.get_config()
 c.global_batch_size = 8
+c.model.motion = sys.argv[2]
 host_batch = next(SyntheticFaces(64, 8, seed=1))
 results = []
 for devices in (jax.devices(), jax.devices()[:1]):
@@ -85,9 +86,10 @@ print("MULTI_DEVICE_OK", len(jax.tree.leaves(s4)))
 """
 
 
-def test_four_devices_equal_one_device():
+@pytest.mark.parametrize("motion", ["none", "landmark_tps"])
+def test_four_devices_equal_one_device(motion):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-  result = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT, str(REPO / "experiments" / "configs")],
+  result = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT, str(REPO / "experiments" / "configs"), motion],
                           env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "MULTI_DEVICE_OK" in result.stdout

@@ -99,16 +99,15 @@ def pixel_grid(size: int, dtype=jnp.float32) -> jnp.ndarray:
   return jnp.stack([xs, ys], axis=-1)
 
 
-def landmark_flow(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray, size: int, *,
-                  anchors_per_side: int = 4, smoothing: float = DEFAULT_SMOOTHING) -> jnp.ndarray:
-  """The TPS flow: for each pixel of a `size` frame in the driving pose, where to sample the source.
+def landmark_map(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray, size: int, points: jnp.ndarray, *,
+                 anchors_per_side: int = 4, smoothing: float = DEFAULT_SMOOTHING) -> jnp.ndarray:
+  """The TPS from the driving pose onto the source at normalized `points` `[B, M, 2]`.
 
   Args:
     source_landmarks, driving_landmarks: `[B, 68, 2]` (x, y) pixels of a `size` x `size` crop.
 
-  Returns: `[B, size, size, 2]` normalized (x, y) source coordinates (`warp` reads them), in the
-  landmarks' precision (at least float32). In float32 the flow is within about 5e-6 of the frame
-  size of the exact spline (tests/motion_test.py); float64 landmarks under x64 give it exactly.
+  Returns: `[B, M, 2]` normalized (x, y) source coordinates, in the landmarks' precision (at least
+  float32). The spline runs through every landmark pair and keeps the border anchors fixed.
   """
   b = source_landmarks.shape[0]
   dtype = jnp.result_type(source_landmarks, driving_landmarks, jnp.float32)
@@ -118,8 +117,23 @@ def landmark_flow(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray,
   # The spline interpolates the displacement (source - driving), a few hundredths of the frame,
   # not the positions: float32's rounding then scales with the motion, not with the frame.
   w, a = tps_fit(drv, src - drv, smoothing)
+  points = points.astype(dtype)
+  return points + tps_apply(drv, w, a, points)
+
+
+def landmark_flow(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray, size: int, *,
+                  anchors_per_side: int = 4, smoothing: float = DEFAULT_SMOOTHING) -> jnp.ndarray:
+  """The TPS flow: for each pixel of a `size` frame in the driving pose, where to sample the source.
+
+  `landmark_map` at every pixel centre: `[B, size, size, 2]` normalized (x, y) source coordinates
+  (what `warp` reads), from landmarks `[B, 68, 2]` in pixels of the `size` crop. In float32 it is
+  within about 5e-6 of the frame size of the exact spline (tests/motion_test.py).
+  """
+  b = source_landmarks.shape[0]
+  dtype = jnp.result_type(source_landmarks, driving_landmarks, jnp.float32)
   grid = jnp.broadcast_to(pixel_grid(size, dtype).reshape(1, size * size, 2), (b, size * size, 2))
-  return (grid + tps_apply(drv, w, a, grid)).reshape(b, size, size, 2)
+  return landmark_map(source_landmarks, driving_landmarks, size, grid, anchors_per_side=anchors_per_side,
+                      smoothing=smoothing).reshape(b, size, size, 2)
 
 
 def downsample_flow(flow: jnp.ndarray, size: int) -> jnp.ndarray:
