@@ -33,17 +33,21 @@ def benchmark_config(name: str, resolution: int, batch: int, conv_impl: str = "a
 
 
 def init_models(config: ml_collections.ConfigDict, batch: int):
-  """(generator vars, discriminator vars, generator inputs (source, mask), discriminator input)."""
+  """(generator vars, discriminator vars, generator inputs (source, mask, source landmarks,
+  driving landmarks), discriminator input). The landmarks are synthetic faces' (a generator with
+  motion reads them)."""
   g, d = factory.build_generator(config), factory.build_discriminator(config)
   r, m = config.resolution, factory.mask_channels(config)
   rng = np.random.default_rng(0)
   source = jnp.asarray(rng.uniform(-1, 1, (batch, r, r, 3)).astype(np.float32))
   mask = jnp.asarray(rng.uniform(0, 1, (batch, r, r, m)).astype(np.float32))
+  faces = synthetic_batch(config, batch)
+  src_lm, drv_lm = jnp.asarray(faces["source_landmarks"]), jnp.asarray(faces["driving_landmarks"])
   d_in = jnp.asarray(rng.uniform(-1, 1, (batch, r, r, 3 + (m if config.discriminator.conditional else 0)))
                      .astype(np.float32))
-  g_vars = g.init(jax.random.PRNGKey(0), source[:1], mask[:1], train=False)
+  g_vars = g.init(jax.random.PRNGKey(0), source[:1], mask[:1], src_lm[:1], drv_lm[:1], train=False)
   d_vars = d.init(jax.random.PRNGKey(1), d_in[:1], train=False)
-  return g_vars, d_vars, (source, mask), d_in
+  return g_vars, d_vars, (source, mask, src_lm, drv_lm), d_in
 
 
 def synthetic_batch(config: ml_collections.ConfigDict, batch: int) -> dict:

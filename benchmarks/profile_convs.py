@@ -52,7 +52,7 @@ def record_convs(config, batch: int) -> collections.Counter:
     return next_fun(*args, **kwargs)
 
   with nn.intercept_methods(interceptor):
-    jax.eval_shape(lambda v, a, b: g.apply(v, a, b, train=True, mutable=["batch_stats"]), g_vars, *g_in)
+    jax.eval_shape(lambda v, *x: g.apply(v, *x, train=True, mutable=["batch_stats"]), g_vars, *g_in)
     d_batch = jnp.zeros((2 * batch,) + d_in.shape[1:])
     jax.eval_shape(lambda v, x: d.apply(v, x, train=True), d_vars, d_batch)
   return seen

@@ -106,9 +106,8 @@ def counted_flops(name, res, batch, batch_np=None, infer=False) -> float:
   config = common.benchmark_config(name, res, batch, conv_impl="fast")
   if infer:
     generator = factory.build_generator(config)
-    g_vars, _, (source, mask), _ = common.init_models(config, batch)
-    return common.xla_flops(jax.jit(lambda v, s, m: generator.apply(v, s, m, train=False)["generated"]),
-                            g_vars, source, mask)
+    g_vars, _, g_in, _ = common.init_models(config, batch)
+    return common.xla_flops(jax.jit(lambda v, *x: generator.apply(v, *x, train=False)["generated"]), g_vars, *g_in)
   return _flops(_compiled_train_step(config, batch_np)[0])
 
 
@@ -135,10 +134,10 @@ def jax_train(config, batch_np):
 def jax_infer(config, batch_size):
   """(one-call function, FLOPs per call) of the generator at inference (running statistics), warmed up."""
   generator = factory.build_generator(config)
-  g_vars, _, (source, mask), _ = common.init_models(config, batch_size)
-  fn = jax.jit(lambda v, s, m: generator.apply(v, s, m, train=False)["generated"])
-  flops = common.xla_flops(fn, g_vars, source, mask)
-  run = lambda: fn(g_vars, source, mask)
+  g_vars, _, g_in, _ = common.init_models(config, batch_size)
+  fn = jax.jit(lambda v, *x: generator.apply(v, *x, train=False)["generated"])
+  flops = common.xla_flops(fn, g_vars, *g_in)
+  run = lambda: fn(g_vars, *g_in)
   common.block(run())
   return run, flops
 

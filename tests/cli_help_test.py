@@ -15,9 +15,9 @@ ENTRY_POINTS = {
     "facegen-reenact": ["facegen_jax/inference/cli.py"],
     "experiments/reenact.py": ["facegen_jax/inference/cli.py"],
     **{f"experiments/{name}.py": [f"experiments/{name}.py"]
-       for name in ("train", "prepare_data", "evaluate", "export", "convert_vgg19")},
+       for name in ("train", "prepare_data", "evaluate", "export", "convert_vgg19", "migrate_config")},
     **{f"benchmarks/{name}.py": [f"benchmarks/{name}.py"]
-       for name in ("run", "data_pipeline", "identity_net", "landmarks", "profile_convs", "reenact")},
+       for name in ("run", "data_pipeline", "identity_net", "landmarks", "profile_convs", "reenact", "motion")},
 }
 ABSL_FLAG = re.compile(r"DEFINE_\w+\(\s*\"(\w+)\"")
 ARGPARSE_ARGUMENT = re.compile(r"add_argument\(\s*\"(-{0,2}[\w-]+)\"")

@@ -9,6 +9,7 @@ import scipy.interpolate
 import scipy.ndimage
 
 from facegen_jax.data.synthetic import MEAN_FACE, SyntheticFaces
+from facegen_jax.landmarks import layout
 from facegen_jax.landmarks.perturb import perturb_landmarks
 from facegen_jax.models import factory, motion
 from facegen_jax.train import finetune, sharding
@@ -91,6 +92,16 @@ def test_gradients_are_finite_even_for_coincident_landmarks():
   assert float(jnp.abs(grads[1]).sum()) > 0 and float(jnp.abs(grads[2]).sum()) > 0
 
 
+def test_flow_solved_at_half_size_and_upsampled_stays_close_to_the_full_size_flow():
+  for src, drv in face_pairs(3, seed=8):
+    full = motion.landmark_flow(src[None], drv[None], R)
+    half = motion.landmark_flow(layout.rescale(src, 0.5)[None], layout.rescale(drv, 0.5)[None], R // 2)
+    err = np.abs(np.asarray(motion.upsample_flow(half, R) - full)) * R / 2
+    assert err.max() < 0.5 and err.mean() < 0.01, (err.max(), err.mean())
+    coarse = np.abs(np.asarray(motion.downsample_flow(full, R // 4) - motion.downsample_flow(half, R // 4))) * R / 2
+    assert coarse.max() < 0.1, coarse.max()  # block means of a slightly curved field
+
+
 def test_warp_is_bilinear_with_edge_clamping():
   rng = np.random.default_rng(3)
   feats = rng.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
@@ -145,9 +156,10 @@ def test_generator_with_motion_outputs_the_warp_and_blend_mask_and_learns_throug
   mask = jnp.zeros((1, S, S, 1))
   out = jax.jit(lambda v: g.apply(v, image, mask, src_lm, drv_lm, train=False))(variables)
   assert out["warped"].shape == (1, S, S, 3) and out["blend_mask"].shape == (1, S, S, 1)
-  # At initialisation the residual flow is zero: the warp is the TPS warp.
-  np.testing.assert_allclose(np.asarray(out["warped"]),
-                             np.asarray(motion.warp(image, motion.landmark_flow(src_lm, drv_lm, S))), atol=1e-5)
+  # At initialisation the residual flow is zero: the warp is the TPS warp (solved at half size).
+  half = motion.landmark_flow(layout.rescale(src_lm, 0.5), layout.rescale(drv_lm, 0.5), S // 2)
+  np.testing.assert_allclose(np.asarray(out["warped"]), np.asarray(motion.warp(image, motion.upsample_flow(half, S))),
+                             atol=1e-5)
   m = np.asarray(out["blend_mask"])
   assert 0 < m.min() and m.max() < 1
 

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from facegen_jax.landmarks import layout
 from facegen_jax.models import layers
 from facegen_jax.models import motion as motion_lib
 from facegen_jax.models.conv import ConvTranspose
@@ -145,7 +146,11 @@ class Generator(nn.Module):
     if source_landmarks is None or driving_landmarks is None:
       raise ValueError(f"Generator(motion={self.motion!r}) needs source_landmarks and driving_landmarks")
     r = self.resolution
-    flow = motion_lib.landmark_flow(source_landmarks, driving_landmarks, r, smoothing=self.motion_smoothing)
+    # The spline at the largest decoder level (R/2; a quarter of the kernel evaluations of R):
+    # the levels below average it down, the full-size source warp upsamples its displacement.
+    flow = motion_lib.landmark_flow(layout.rescale(source_landmarks, 0.5),
+                                    layout.rescale(driving_landmarks, 0.5), r // 2,
+                                    smoothing=self.motion_smoothing)
     heads = {}
     if self.motion_refiner or self.motion_blend:
       net_size = r // 4
@@ -155,14 +160,14 @@ class Generator(nn.Module):
                                    refine=self.motion_refiner, blend=self.motion_blend,
                                    max_residual=self.motion_max_residual, name="motion_net")(inputs.astype(self.dtype))
     if "residual" in heads:
-      flow = flow + motion_lib.resize_map(heads["residual"], r)
+      flow = flow + motion_lib.resize_map(heads["residual"], r // 2)
     warped_outputs = []
     for k, (feats, size) in enumerate(zip(recon_outputs, sizes)):
       x = motion_lib.warp(feats, motion_lib.downsample_flow(flow, size))
       if "occlusion" in heads:
         x = x * motion_lib.resize_map(heads["occlusion"][..., k:k + 1], size).astype(x.dtype)
       warped_outputs.append(x)
-    extra = {"warped": motion_lib.warp(source.astype(jnp.float32), flow)}
+    extra = {"warped": motion_lib.warp(source.astype(jnp.float32), motion_lib.upsample_flow(flow, r))}
     if "blend" in heads:
       extra["blend_mask"] = motion_lib.resize_map(heads["blend"], r)
     return warped_outputs, extra

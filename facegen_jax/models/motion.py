@@ -136,6 +136,17 @@ def landmark_flow(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray,
                       smoothing=smoothing).reshape(b, size, size, 2)
 
 
+def upsample_flow(flow: jnp.ndarray, size: int) -> jnp.ndarray:
+  """A flow `[B, s, s, 2]` at a larger `size`: its displacement from the identity resized
+  bilinearly (near-identity and smooth, unlike the coordinates themselves at the frame's edge)."""
+  s = flow.shape[1]
+  if s == size:
+    return flow
+  disp = flow - pixel_grid(s, flow.dtype)[None]
+  disp = jax.image.resize(disp, (flow.shape[0], size, size, flow.shape[-1]), "linear")
+  return disp + pixel_grid(size, flow.dtype)[None]
+
+
 def downsample_flow(flow: jnp.ndarray, size: int) -> jnp.ndarray:
   """A flow `[B, S, S, 2]` at `size` (S a power-of-two multiple of it): the mean over each block,
   which for normalized coordinates is the flow at the coarse pixel's centre (exact where affine)."""

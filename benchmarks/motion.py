@@ -1,0 +1,121 @@
+r"""What the landmark-driven motion costs: train step and generator inference with `model.motion`
+"landmark_tps" against "none", in one run, calls interleaved.
+
+  python benchmarks/motion.py [--cases=demo@128x8,default@256x4] [--repeats=5] [--out=BENCHMARKS.md]
+
+For each case (experiments/configs/<name>.py at a resolution and batch, synthetic batches, the
+identity and perceptual losses off as in benchmarks/run.py), both models are compiled, then timed
+in alternating rounds (motion off, on, off, ...; the best call of each counts), so drift in the
+machine's load reaches both alike. Prints a markdown table; with --out, writes it into that file
+between the `<!-- motion:begin -->` and `<!-- motion:end -->` lines (appended if absent).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=wrong-import-position
+from absl import flags  # pylint: disable=wrong-import-position
+
+from benchmarks import common  # pylint: disable=wrong-import-position
+from benchmarks.run import cpu_model  # pylint: disable=wrong-import-position
+from facegen_jax import entry  # pylint: disable=wrong-import-position
+from facegen_jax.models import factory  # pylint: disable=wrong-import-position
+from facegen_jax.train import sharding, state as state_lib, step as step_lib  # pylint: disable=wrong-import-position
+
+_CASES = flags.DEFINE_list("cases", ["demo@128x8", "default@256x4"], "config@RESOLUTIONxBATCH cases to time.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds per case (best call counts).")
+_OUT = flags.DEFINE_string("out", "", "Markdown file whose motion section is replaced (empty: print only).")
+BEGIN, END = "<!-- motion:begin -->", "<!-- motion:end -->"
+MOTIONS = ("none", "landmark_tps")
+
+
+def parse_case(case: str):
+  name, size = case.split("@")
+  res, batch = size.split("x")
+  return name, int(res), int(batch)
+
+
+def train_call(config):
+  """One warmed-up call of the jitted train step (it returns the step's metrics)."""
+  batch_np = common.synthetic_batch(config, config.global_batch_size)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  step = sharding.jit_train_step(step_lib.make_train_step(config), mesh)
+  holder = {"state": sharding.replicate(state_lib.create_train_state(config), mesh)}
+  batch, frozen = sharding.shard_batch(batch_np, mesh), step_lib.LossNets().frozen_params()
+
+  def run():
+    holder["state"], metrics, _ = step(holder["state"], batch, frozen)
+    return metrics
+
+  common.block(run())
+  return run
+
+
+def infer_call(config, batch: int):
+  """One warmed-up call of the jitted generator at inference."""
+  generator = factory.build_generator(config)
+  g_vars, _, g_in, _ = common.init_models(config, batch)
+  fn = jax.jit(lambda v, *x: generator.apply(v, *x, train=False)["generated"])
+  run = lambda: fn(g_vars, *g_in)  # noqa: E731
+  common.block(run())
+  return run
+
+
+def time_case(name: str, res: int, batch: int, repeats: int) -> dict:
+  calls = {}
+  for motion in MOTIONS:
+    config = common.benchmark_config(name, res, batch)
+    config.model.motion = motion
+    calls[("train", motion)] = train_call(config)
+    calls[("infer", motion)] = infer_call(config, batch)
+  best = {key: float("inf") for key in calls}
+  for r in range(repeats):
+    order = list(calls) if r % 2 == 0 else list(reversed(calls))
+    for key in order:
+      best[key] = min(best[key], min(common.warm_then_time(calls[key], 0.2, 2)))
+  return best
+
+
+def table(results) -> str:
+  lines = [f"CPU: {cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__}; best call of interleaved rounds.", "",
+           "| config | resolution | batch | train step, motion off (s) | on (s) | on / off | "
+           "generator inference, off (ms/image) | on (ms/image) | on / off |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for (name, res, batch), best in results:
+    t0, t1 = best[("train", "none")], best[("train", "landmark_tps")]
+    i0, i1 = best[("infer", "none")] / batch * 1e3, best[("infer", "landmark_tps")] / batch * 1e3
+    lines.append(f"| {name} | {res} | {batch} | {t0:.3f} | {t1:.3f} | {t1 / t0:.2f}x | {i0:.1f} | {i1:.1f} | "
+                 f"{i1 / i0:.2f}x |")
+  return "\n".join(lines)
+
+
+def write_section(path: str, body: str) -> None:
+  text = open(path).read() if os.path.exists(path) else ""
+  section = (f"{BEGIN}\n## Cost of the landmark-driven motion (`benchmarks/motion.py`)\n{body}\n{END}")
+  if BEGIN in text and END in text:
+    text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+  else:
+    text = text.rstrip("\n") + "\n\n" + section + "\n"
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def main(argv):
+  del argv
+  results = []
+  for case in _CASES.value:
+    name, res, batch = parse_case(case)
+    results.append(((name, res, batch), time_case(name, res, batch, _REPEATS.value)))
+    print(f"timed {case}", flush=True)
+  body = table(results)
+  print(body)
+  if _OUT.value:
+    write_section(_OUT.value, body)
+
+
+if __name__ == "__main__":
+  entry.run(main)
