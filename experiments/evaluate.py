@@ -22,6 +22,7 @@ L1/SSIM adds nothing to classical warping. FID and LPIPS read "not computed" unl
 facegen_jax/evaluation/exported_nets.py). Expect ~0.3 s per frame per method on one CPU core.
 """
 
+import shlex
 import sys
 
 from absl import flags
@@ -49,7 +50,9 @@ flags.DEFINE_integer("seed", 0, "cross without --pairs: seed of the random pairs
 flags.DEFINE_enum("motion", "absolute", ["absolute", "relative"], "cross: landmarks the output must take.")
 flags.DEFINE_string("fid_weights", None, "jax.export file of an Inception feature function (enables FID).")
 flags.DEFINE_string("lpips_weights", None, "jax.export file of an LPIPS function (enables LPIPS).")
-flags.DEFINE_string("readme", None, "Also write the table into this Markdown file, between the markers "
+flags.DEFINE_list("compare", [], "Other models evaluated beside --checkpoint, each its own row: NAME=DIR,... "
+                  "(a training workdir or export per name).")
+flags.DEFINE_list("readme", [], "Also write the table into these Markdown files, between the markers "
                     "<!-- evaluate.py table: begin ... --> and <!-- evaluate.py table: end -->.")
 flags.mark_flags_as_required(["videos", "output"])
 FLAGS = flags.FLAGS
@@ -61,13 +64,14 @@ def main(argv):
       videos=FLAGS.videos, output=FLAGS.output, methods=FLAGS.method, checkpoint=FLAGS.checkpoint,
       protocol=FLAGS.protocol, resolution=FLAGS.resolution, max_frames=FLAGS.max_frames, pairs_csv=FLAGS.pairs,
       num_pairs=FLAGS.num_pairs, seed=FLAGS.seed, motion=FLAGS.motion, fid_weights=FLAGS.fid_weights,
-      lpips_weights=FLAGS.lpips_weights, split=FLAGS.split, dataset_landmarks=FLAGS.dataset_landmarks)
+      lpips_weights=FLAGS.lpips_weights, split=FLAGS.split, dataset_landmarks=FLAGS.dataset_landmarks,
+      compare=harness.parse_compare(FLAGS.compare))
   with open(paths["metrics.md"]) as f:
     markdown = f.read()
   print(markdown)
-  if FLAGS.readme:
-    command = " ".join(["python experiments/evaluate.py", *sys.argv[1:]])
-    print(f"updated {report.update_readme(FLAGS.readme, report.readme_block(markdown, command))}")
+  command = shlex.join(["python", "experiments/evaluate.py", *sys.argv[1:]])
+  for readme in FLAGS.readme:
+    print(f"updated {report.update_readme(readme, report.readme_block(markdown, command))}")
   print("wrote " + ", ".join(paths.values()))
 
 

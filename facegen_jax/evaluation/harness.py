@@ -16,8 +16,10 @@ MODEL = "model"
 METHOD_NAMES = (MODEL, *baselines.BASELINES)
 
 
-def build_methods(names: Sequence[str], checkpoint: Optional[str]) -> Dict[str, Method]:
-  """The requested methods, with every baseline added: each report carries their rows."""
+def build_methods(names: Sequence[str], checkpoint: Optional[str],
+                  compare: Optional[Dict[str, str]] = None) -> Dict[str, Method]:
+  """The requested methods, then the models of `compare` ({row name: workdir or export}), with
+  every baseline added: each report carries their rows."""
   unknown = [n for n in names if n not in METHOD_NAMES]
   if unknown:
     raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHOD_NAMES)}")
@@ -26,8 +28,23 @@ def build_methods(names: Sequence[str], checkpoint: Optional[str]) -> Dict[str, 
     if not checkpoint:
       raise ValueError("--method=model needs --checkpoint=DIR (a training workdir or an export directory)")
     methods[MODEL] = protocols.make_model_method(checkpoint)
+  for name, path in (compare or {}).items():
+    if name in METHOD_NAMES:
+      raise ValueError(f"--compare={name}=...: {name!r} names a built-in method; give the model another name")
+    methods[name] = protocols.make_model_method(path)
   methods.update(baselines.BASELINES)
   return methods
+
+
+def parse_compare(values: Sequence[str]) -> Dict[str, str]:
+  """["NAME=DIR", ...] -> {NAME: DIR} (--compare)."""
+  out = {}
+  for value in values:
+    name, sep, path = value.partition("=")
+    if not sep or not name.strip() or not path.strip():
+      raise ValueError(f"--compare={value!r}: write NAME=DIR (a row name and a training workdir or export)")
+    out[name.strip()] = path.strip()
+  return out
 
 
 def evaluate(videos: str, output: str, methods: Sequence[str] = METHOD_NAMES, checkpoint: Optional[str] = None,
@@ -35,20 +52,21 @@ def evaluate(videos: str, output: str, methods: Sequence[str] = METHOD_NAMES, ch
              pairs_csv: Optional[str] = None, num_pairs: int = 10, seed: int = 0, motion: str = "absolute",
              fid_weights: Optional[str] = None, lpips_weights: Optional[str] = None,
              feature_nets: Optional[protocols.FeatureNets] = None, progress: bool = True, split: str = "test",
-             dataset_landmarks: str = "detect") -> Dict[str, str]:
+             dataset_landmarks: str = "detect", compare: Optional[Dict[str, str]] = None) -> Dict[str, str]:
   """Runs `protocol` over the clips `videos` names and writes the report into `output`.
 
   `videos`: a folder of video files, one video file, or a dataset prepared by
   experiments/prepare_data.py, whose `split` is evaluated (`clips.find_clips`; `dataset_landmarks`
   says whose landmarks its clips carry). Returns {file name: path} of metrics.json, metrics.md,
-  per_video.csv, grid.png. `feature_nets` replaces the default landmark detector / identity net (tests).
+  per_video.csv, grid.png. `compare` adds other models as rows ({name: workdir or export}).
+  `feature_nets` replaces the default landmark detector / identity net (tests).
   """
   if protocol not in protocols.PROTOCOLS:
     raise ValueError(f"--protocol={protocol}: choose one of {protocols.PROTOCOLS}")
   if resolution < 64:
     raise ValueError(f"--resolution={resolution} is too small for face landmarks; use 256 (the field's standard)")
   sources, source_info = clips_lib.find_clips(videos, split, resolution, dataset_landmarks)
-  method_fns = build_methods(methods, checkpoint)
+  method_fns = build_methods(methods, checkpoint, compare)
   if feature_nets is None:
     feature_nets = protocols.FeatureNets(face_analysis.default_landmark_fn(), face_analysis.default_identity_net())
   feature_nets = dataclasses.replace(

@@ -52,6 +52,12 @@ def make_model_method(checkpoint_dir: str) -> Method:
     del driving_image
     return reenactor.reenact_face(source_image, source_landmarks, driving_landmarks)
 
+  def extras(source_image, source_landmarks, driving_landmarks):
+    """The generator's other images for the picture grid ("warped", "blend_mask" with motion)."""
+    out = reenactor.face_outputs(source_image, source_landmarks, driving_landmarks)
+    return {k: v for k, v in out.items() if k != "generated"}
+
+  model.extras = extras
   return model
 
 
@@ -80,7 +86,9 @@ class Results:
     methods: method names in order.
     summary: method -> metric -> value (a number, or metrics.NOT_COMPUTED).
     per_video: rows {"video", "method", "frames", <metric>: value}.
-    samples: rows of a picture grid: (label, source, driving, {method: output}), uint8 [R, R, 3].
+    samples: rows of a picture grid: (label, source, driving, {method: output}), uint8 [R, R, 3]; a
+      method with an `extras(source, source_landmarks, driving_landmarks) -> {name: image}`
+      attribute adds its images as "method: name".
     skipped: notes on frames left out (no face on the real frame).
   """
 
@@ -186,6 +194,8 @@ def _run(jobs, methods: Dict[str, Method], feature_nets: FeatureNets, protocol: 
                      driving_lm if with_gt else source_lm, real)
         if i == sample_at:
           sample[3][name] = output
+          for key, image in getattr(method, "extras", lambda *_: {})(source, source_lm, target_lm).items():
+            sample[3][f"{name}: {key}"] = image
         bar.update(1)
       per_video.append({"video": label, "method": name, **acc.reduce(resolution, with_gt, feature_nets)})
       totals[name].merge(acc)

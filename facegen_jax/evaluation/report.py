@@ -103,12 +103,14 @@ def write_csv(results: Results, path: str):
 
 
 def grid_image(results: Results, max_rows: int = 8) -> np.ndarray:
-  """One row per clip (its middle frame): source | driving | each method, with a header line."""
-  header = ["source", "driving", *results.methods]
+  """One row per clip (its middle frame): source | driving | each method (and a method's extra
+  images, such as the model's warped source and blend mask), with a header line."""
+  columns = list(results.samples[0][3]) if results.samples else list(results.methods)
+  header = ["source", "driving", *columns]
   r = results.resolution
   rows = []
   for _, source, driving, outputs in results.samples[:max_rows]:
-    rows.append(np.concatenate([source, driving, *(outputs[m] for m in results.methods)], axis=1))
+    rows.append(np.concatenate([source, driving, *(outputs[m] for m in columns)], axis=1))
   body = np.concatenate(rows, axis=0)
   title = Image.new("RGB", (body.shape[1], 20), (255, 255, 255))
   draw = ImageDraw.Draw(title)

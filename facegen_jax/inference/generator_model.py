@@ -129,17 +129,19 @@ class GeneratorModel:
     def apply(variables, sources, masks, source_landmarks, driving_landmarks):
       out = self.generator.apply(variables, images.to_float_image(sources), images.to_float_mask(masks),
                                  source_landmarks, driving_landmarks, train=False)
-      return images.to_uint8_image(out["generated"])
+      result = {"generated": images.to_uint8_image(out["generated"])}
+      if "warped" in out:
+        result["warped"] = images.to_uint8_image(out["warped"])
+      if "blend_mask" in out:
+        result["blend_mask"] = jnp.repeat(images.to_uint8_image(out["blend_mask"] * 2.0 - 1.0), 3, axis=-1)
+      return result
     return jax.jit(apply)
 
-  def __call__(self, sources: np.ndarray, masks: np.ndarray, source_landmarks: np.ndarray,
-               driving_landmarks: np.ndarray) -> np.ndarray:
-    """Args: sources `[B, R, R, 3]` uint8 face crops; masks `[B, R, R, M]` uint8 driving masks;
-    source_landmarks, driving_landmarks `[B, 68, 2]` crop pixels (x, y) of the sources' faces and
-    of the poses the masks were rendered from.
-
-    Returns: generated faces `[B, R, R, 3]` uint8.
-    """
+  def outputs(self, sources: np.ndarray, masks: np.ndarray, source_landmarks: np.ndarray,
+              driving_landmarks: np.ndarray) -> dict:
+    """Every image the generator makes, uint8 `[B, R, R, 3]`: "generated" and, with motion,
+    "warped" (the source warped into the pose) and "blend_mask" (grey, white = the warp kept).
+    Arguments as `__call__`."""
     sources, masks = np.asarray(sources), np.asarray(masks)
     b = sources.shape[0] if sources.ndim == 4 else 0
     source_landmarks = np.asarray(source_landmarks, np.float32)
@@ -152,4 +154,15 @@ class GeneratorModel:
       raise ValueError(f"sources must be [B, {r}, {r}, 3] uint8 face crops, got {sources.shape}")
     if masks.shape != sources.shape[:3] + (m,):
       raise ValueError(f"masks must be [B, {r}, {r}, {m}], got {masks.shape}")
-    return np.asarray(self._apply(self.variables, sources, masks, source_landmarks, driving_landmarks))
+    out = self._apply(self.variables, sources, masks, source_landmarks, driving_landmarks)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+  def __call__(self, sources: np.ndarray, masks: np.ndarray, source_landmarks: np.ndarray,
+               driving_landmarks: np.ndarray) -> np.ndarray:
+    """Args: sources `[B, R, R, 3]` uint8 face crops; masks `[B, R, R, M]` uint8 driving masks;
+    source_landmarks, driving_landmarks `[B, 68, 2]` crop pixels (x, y) of the sources' faces and
+    of the poses the masks were rendered from.
+
+    Returns: generated faces `[B, R, R, 3]` uint8.
+    """
+    return self.outputs(sources, masks, source_landmarks, driving_landmarks)["generated"]

@@ -112,29 +112,40 @@ class Reenactor:
     crop, crop_landmarks, transform = crop_lib.crop_face(image, landmarks, self.resolution, self.crop_scale)
     return SourceFace(image, transform, crop, crop_landmarks)
 
-  def generate(self, crops: np.ndarray, source_landmarks: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """The generator on face crops `[B, R, R, 3]` (whose own landmarks are `source_landmarks`,
-    `[B, 68, 2]` or `[68, 2]` for all) posed by crop-space landmarks `[B, 68, 2]`."""
+  def generate_outputs(self, crops: np.ndarray, source_landmarks: np.ndarray, landmarks: np.ndarray) -> dict:
+    """Every image of the generator (`GeneratorModel.outputs`: "generated", and with motion
+    "warped" and "blend_mask") for face crops `[B, R, R, 3]` (whose own landmarks are
+    `source_landmarks`, `[B, 68, 2]` or `[68, 2]` for all) posed by crop-space landmarks `[B, 68, 2]`."""
     landmarks = np.asarray(landmarks, np.float32)
     source_landmarks = np.broadcast_to(np.asarray(source_landmarks, np.float32), landmarks.shape)
     masks = render_masks(landmarks, self.resolution, per_part=self.model.mask_per_part)
-    return self.model(np.asarray(crops), masks, source_landmarks, landmarks)
+    return self.model.outputs(np.asarray(crops), masks, source_landmarks, landmarks)
 
-  def reenact_face(self, source_crop: np.ndarray, source_landmarks: np.ndarray,
-                   driving_landmarks: np.ndarray) -> np.ndarray:
-    """One aligned frame: the source face crop `[S, S, 3]` (any size S; resized to the model's
-    resolution and back) in the pose of `driving_landmarks` (`[68, 2]`, pixels of that crop,
-    already transferred). Evaluation's model method calls this."""
+  def generate(self, crops: np.ndarray, source_landmarks: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The generated faces `[B, R, R, 3]` of `generate_outputs`."""
+    return self.generate_outputs(crops, source_landmarks, landmarks)["generated"]
+
+  def face_outputs(self, source_crop: np.ndarray, source_landmarks: np.ndarray,
+                   driving_landmarks: np.ndarray) -> dict:
+    """`generate_outputs` for one aligned frame: the source face crop `[S, S, 3]` (any size S;
+    resized to the model's resolution and back) in the pose of `driving_landmarks` (`[68, 2]`,
+    pixels of that crop, already transferred); each image `[S, S, 3]` uint8."""
     size, r = source_crop.shape[0], self.resolution
     if size == r:
-      return self.generate(source_crop[None], np.asarray(source_landmarks)[None],
-                           np.asarray(driving_landmarks)[None])[0]
+      out = self.generate_outputs(source_crop[None], np.asarray(source_landmarks)[None],
+                                  np.asarray(driving_landmarks)[None])
+      return {k: v[0] for k, v in out.items()}
     from PIL import Image  # pylint: disable=import-outside-toplevel
     crop = np.asarray(Image.fromarray(source_crop).resize((r, r), Image.BICUBIC))
     lm = layout.rescale(np.asarray(driving_landmarks, np.float64), r / size)
     src_lm = layout.rescale(np.asarray(source_landmarks, np.float64), r / size)
-    out = self.generate(crop[None], src_lm[None].astype(np.float32), lm[None].astype(np.float32))[0]
-    return np.asarray(Image.fromarray(out).resize((size, size), Image.BICUBIC))
+    out = self.generate_outputs(crop[None], src_lm[None].astype(np.float32), lm[None].astype(np.float32))
+    return {k: np.asarray(Image.fromarray(v[0]).resize((size, size), Image.BICUBIC)) for k, v in out.items()}
+
+  def reenact_face(self, source_crop: np.ndarray, source_landmarks: np.ndarray,
+                   driving_landmarks: np.ndarray) -> np.ndarray:
+    """The generated face of `face_outputs`. Evaluation's model method calls this."""
+    return self.face_outputs(source_crop, source_landmarks, driving_landmarks)["generated"]
 
   def _finish(self, source: SourceFace, face: np.ndarray, landmarks: np.ndarray, blend: bool,
               paste_back: bool) -> np.ndarray:
