@@ -177,10 +177,10 @@ def test_reconstruction_decoder_needs_two_levels():
 
 
 def test_shipped_weights_reenact_the_golden_frames():
-  """weights/demo_128 load into today's parameter tree and reenact the bundled clip to the frames
+  """weights/demo_128_spec load into today's parameter tree and reenact the bundled clip to the frames
   tests/golden/make_demo_reenact_golden.py wrote before the models were restructured (<= 1/255)."""
   from facegen_jax.inference.generator_model import GeneratorModel  # pylint: disable=import-outside-toplevel
-  weights = str(REPO_ROOT / "weights" / "demo_128")
+  weights = str(REPO_ROOT / "weights" / "demo_128_spec")
   assert GeneratorModel.load(weights).resolution == 128
   spec = importlib.util.spec_from_file_location("make_demo_reenact_golden", GOLDEN / "make_demo_reenact_golden.py")
   golden_lib = importlib.util.module_from_spec(spec)

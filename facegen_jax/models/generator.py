@@ -65,6 +65,7 @@ class Generator(nn.Module):
     motion_blend: with motion, the output is `m * warp(source) + (1 - m) * decoded`, m learned.
     motion_features: channels of the MotionNet.
     motion_max_residual: bound of the residual flow (normalized units; 0.1 = 5% of the frame).
+    motion_blend_bias: initial logit of the blend mask (2.0: the output starts 88% warp).
     motion_smoothing: ridge of the TPS solve (0 = exact interpolation).
     dtype: computation dtype (parameters stay float32).
     conv, conv_transpose: the convolution and transposed-convolution constructors (`nn.Conv`- and
@@ -94,6 +95,7 @@ class Generator(nn.Module):
   motion_blend: bool = True
   motion_features: int = 32
   motion_max_residual: float = 0.1
+  motion_blend_bias: float = 0.0
   motion_smoothing: float = motion_lib.DEFAULT_SMOOTHING
 
   @property
@@ -158,7 +160,8 @@ class Generator(nn.Module):
       inputs = motion_lib.motion_inputs(source, mask, source_landmarks, driving_landmarks, flow, net_size)
       heads = motion_lib.MotionNet(conv, num_levels=len(sizes), features=self.motion_features,
                                    refine=self.motion_refiner, blend=self.motion_blend,
-                                   max_residual=self.motion_max_residual, name="motion_net")(inputs.astype(self.dtype))
+                                   max_residual=self.motion_max_residual, blend_bias=self.motion_blend_bias,
+                                   name="motion_net")(inputs.astype(self.dtype))
     if "residual" in heads:
       flow = flow + motion_lib.resize_map(heads["residual"], r // 2)
     warped_outputs = []

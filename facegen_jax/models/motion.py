@@ -219,6 +219,7 @@ class MotionNet(nn.Module):
     features: channels of the first scale (the second has twice as many).
     refine, blend: which heads to build.
     max_residual: bound of the residual flow.
+    blend_bias: initial logit of the blend mask (its head's bias).
   """
 
   conv: ModuleDef
@@ -227,6 +228,7 @@ class MotionNet(nn.Module):
   refine: bool = True
   blend: bool = True
   max_residual: float = 0.1
+  blend_bias: float = 0.0
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> dict[str, jnp.ndarray]:
@@ -245,7 +247,7 @@ class MotionNet(nn.Module):
       occ = conv3(self.num_levels, bias_init=nn.initializers.constant(3.0), name="occlusion")(x)
       out["occlusion"] = jax.nn.sigmoid(occ.astype(jnp.float32))
     if self.blend:
-      m = conv3(1, name="blend")(x)
+      m = conv3(1, bias_init=nn.initializers.constant(self.blend_bias), name="blend")(x)
       out["blend"] = jax.nn.sigmoid(m.astype(jnp.float32))
     return out
 

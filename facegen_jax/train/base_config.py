@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.motion_blend = True  # output = m * warp(source) + (1 - m) * decoded, m learned
   c.model.motion_features = 32
   c.model.motion_max_residual = 0.1  # normalized units (0.1 = 5% of the frame)
+  c.model.motion_blend_bias = 0.0  # initial logit of the blend mask (2.0: the output starts 88% warp)
   c.model.motion_smoothing = 1e-7  # ridge of the thin-plate-spline solve (keeps coincident landmarks solvable)
 
   c.discriminator = ml_collections.ConfigDict()
@@ -61,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
       dict(identity=1.0, perceptual=1.0, pixel=25.0, reconstruction=25.0, adversarial=1.0))
   c.loss.adversarial_kind = "hinge"  # hinge | non_saturating
   c.loss.feature_matching = 0.0  # pix2pixHD discriminator feature matching weight
+  # With motion and the output blend: weight of mean(1 - m), the share of the output not taken from
+  # the warped source (the decoder is used only where it beats the warp by this much).
+  c.loss.blend_prior = 0.0
   c.loss.identity_net = "dlib_resnet"  # face-recognition net for L1 ("" = none)
   c.loss.perceptual_net = "dlib_resnet"  # feature net for L2: dlib_resnet | vgg19 ("" = none)
   c.loss.vgg19_weights = ""  # VGG19 ImageNet weights, .npz or torchvision .pth, when perceptual_net = vgg19

@@ -106,12 +106,21 @@ def generator_terms(loss_nets: LossNets, frozen: dict, refs: tuple, gen: jnp.nda
   return terms
 
 
-def weighted_total(terms: dict, sample_w: jnp.ndarray, fm_weight: float = 0.0) -> tuple:
+def blend_prior(blend: jnp.ndarray) -> jnp.ndarray:
+  """Per sample `[B]`: the mean of 1 - m over the blend mask `[B, H, W, 1]` (the share of the
+  output the decoder makes rather than the warped source)."""
+  return jnp.mean(1.0 - blend.astype(jnp.float32), axis=(1, 2, 3))
+
+
+def weighted_total(terms: dict, sample_w: jnp.ndarray, fm_weight: float = 0.0, blend_weight: float = 0.0) -> tuple:
   """(the batch mean of the per-sample weighted sum of `terms`, `{"g/<term>": batch mean}`).
-  `sample_w` `[B, 5]` are the rows of `loss_weights` for each sample's loss group."""
+  `sample_w` `[B, 5]` are the rows of `loss_weights` for each sample's loss group; the optional
+  "feature_matching" and "blend_prior" terms take `fm_weight` and `blend_weight`."""
   per_sample = sum(sample_w[:, LOSS_TERMS.index(k)] * terms[k] for k in LOSS_TERMS if k in terms)
   if "feature_matching" in terms:
     per_sample = per_sample + fm_weight * terms["feature_matching"]
+  if "blend_prior" in terms:
+    per_sample = per_sample + blend_weight * terms["blend_prior"]
   return per_sample.mean(), {f"g/{k}": v.mean() for k, v in terms.items()}
 
 
@@ -122,6 +131,7 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
   g_tx, d_tx = make_optimizers(config)
   weights = loss_weights(config)
   adv_kind, fm_weight = config.loss.adversarial_kind, float(config.loss.feature_matching)
+  blend_weight = float(config.loss.blend_prior)
   conditional, ema_decay = config.discriminator.conditional, float(config.optimizer.ema_decay)
   perceptual_layers = tuple(config.loss.perceptual_layer_weights) or None
   d_mutable = ["batch_stats"] if config.discriminator.spectral_norm else []
@@ -149,9 +159,11 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
                                      batch["source_landmarks"], batch["driving_landmarks"], train=True,
                                      mutable=["batch_stats"], rngs=g_rngs)
       extra = {k: jax.lax.stop_gradient(out[k]) for k in ("warped", "blend_mask") if k in out}
-      return (out["generated"], out["reconstructed"]), (updates["batch_stats"], extra)
+      # The blend mask is an output the losses read (blend_prior); [B, 1, 1, 1] ones without one.
+      blend = out.get("blend_mask", jnp.ones(out["generated"].shape[:1] + (1, 1, 1)))
+      return (out["generated"], out["reconstructed"], blend), (updates["batch_stats"], extra)
 
-    (generated, reconstructed), g_vjp, (g_batch_stats, g_extra) = jax.vjp(
+    (generated, reconstructed, blend), g_vjp, (g_batch_stats, g_extra) = jax.vjp(
         g_forward, state.g_vars["params"], has_aux=True)
 
     # Discriminator update on real (target, its mask) vs fake (generated, driving mask).
@@ -178,9 +190,11 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
     # Generator losses, as a function of its two outputs.
     refs = reference_features(loss_nets, frozen, source, target, batch)
 
-    def g_loss_fn(gen, rec):
+    def g_loss_fn(gen, rec, blend):
       terms = generator_terms(loss_nets, frozen, refs, gen, rec, source, target, batch["driving_landmarks"],
                               perceptual_layers)
+      if blend_weight > 0:
+        terms["blend_prior"] = blend_prior(blend)
       if fm_weight > 0:
         logits, feats, _ = run_d(d_vars, jnp.concatenate([real_in, d_input(gen, drv_mask)], axis=0), train=False,
                                  rngs=d_rngs)
@@ -191,11 +205,11 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
       else:
         fake_logits, _, _ = run_d(d_vars, d_input(gen, drv_mask), train=False, rngs=d_rngs)
       terms["adversarial"] = adversarial.generator_loss(fake_logits, adv_kind)
-      return weighted_total(terms, sample_w, fm_weight)
+      return weighted_total(terms, sample_w, fm_weight, blend_weight)
 
-    (g_loss, g_terms), (d_gen, d_rec) = jax.value_and_grad(g_loss_fn, argnums=(0, 1), has_aux=True)(
-        generated, reconstructed)
-    (g_grads,) = g_vjp((d_gen, d_rec))
+    (g_loss, g_terms), (d_gen, d_rec, d_blend) = jax.value_and_grad(g_loss_fn, argnums=(0, 1, 2), has_aux=True)(
+        generated, reconstructed, blend)
+    (g_grads,) = g_vjp((d_gen, d_rec, d_blend))
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_vars["params"])
     g_params = optax.apply_updates(state.g_vars["params"], g_updates)
     ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, g_params)
