@@ -113,7 +113,8 @@ class Generator(nn.Module):
 
     Returns: {"generated": `[B, R, R, 3]`, "reconstructed": `[B, R, R, 3]`}, both in [-1, 1]; with
     motion also "warped" (the source warped by the final flow, `[B, R, R, 3]`) and, with the
-    output blend, "blend_mask" (`[B, R, R, 1]` in [0, 1], 1 = keep the warped source).
+    output blend, "blend_mask" (`[B, R, R, 1]` in [0, 1], 1 = keep the warped source) and
+    "decoded" (the generation decoder's image before the blend).
     """
     motion_lib.check_motion(self.motion)
     r = self.resolution
@@ -139,6 +140,7 @@ class Generator(nn.Module):
                                       code, recon_outputs, masks, train=train)
     if "blend_mask" in extra:
       m = extra["blend_mask"]
+      extra["decoded"] = generated
       generated = m * extra["warped"] + (1.0 - m) * generated
     return {"generated": generated, "reconstructed": reconstructed, **extra}
 

@@ -65,6 +65,9 @@ def base_config() -> ml_collections.ConfigDict:
   # With motion and the output blend: weight of mean(1 - m), the share of the output not taken from
   # the warped source (the decoder is used only where it beats the warp by this much).
   c.loss.blend_prior = 0.0
+  # With the output blend: weight of the pixel L1 of the decoder's own image (before the blend), so
+  # the decoder keeps learning where the blend mask hands the output to the warp.
+  c.loss.decoder_pixel = 0.0
   c.loss.identity_net = "dlib_resnet"  # face-recognition net for L1 ("" = none)
   c.loss.perceptual_net = "dlib_resnet"  # feature net for L2: dlib_resnet | vgg19 ("" = none)
   c.loss.vgg19_weights = ""  # VGG19 ImageNet weights, .npz or torchvision .pth, when perceptual_net = vgg19

@@ -18,8 +18,8 @@ import optax
 from facegen_jax.io.images import to_float_image, to_float_mask
 from facegen_jax.models import factory
 from facegen_jax.train.state import make_optimizers
-from facegen_jax.train.step import (LossNets, blend_prior, check_loss_nets, generator_terms, loss_weights,
-                                    reference_features, step_rngs, weighted_total)
+from facegen_jax.train.step import (LossNets, check_loss_nets, extra_loss_weights, generator_terms, loss_weights,
+                                    motion_terms, reference_features, step_rngs, weighted_total)
 
 
 @flax.struct.dataclass
@@ -46,7 +46,7 @@ def make_generator_step(config: ml_collections.ConfigDict, loss_nets: LossNets =
   g_tx, _ = make_optimizers(config)
   weights = loss_weights(config)
   perceptual_layers = tuple(config.loss.perceptual_layer_weights) or None
-  blend_weight = float(config.loss.blend_prior)
+  extra_weights = extra_loss_weights(config)  # feature matching never enters: no discriminator here
 
   def step(state: GeneratorState, batch: dict, frozen: dict):
     source, target = to_float_image(batch["source"]), to_float_image(batch["target"])
@@ -61,9 +61,9 @@ def make_generator_step(config: ml_collections.ConfigDict, loss_nets: LossNets =
                                      mutable=["batch_stats"], rngs=g_rngs)
       terms = generator_terms(loss_nets, frozen, refs, out["generated"], out["reconstructed"], source, target,
                               batch["driving_landmarks"], perceptual_layers)
-      if blend_weight > 0 and "blend_mask" in out:
-        terms["blend_prior"] = blend_prior(out["blend_mask"])
-      total, metrics = weighted_total(terms, sample_w, blend_weight=blend_weight)
+      if "blend_mask" in out:
+        terms.update(motion_terms(config, out["blend_mask"], out["decoded"], target))
+      total, metrics = weighted_total(terms, sample_w, extra_weights)
       images = {"generated": out["generated"], "reconstructed": out["reconstructed"]}
       return total, (metrics, updates["batch_stats"], images)
 

@@ -112,16 +112,34 @@ def blend_prior(blend: jnp.ndarray) -> jnp.ndarray:
   return jnp.mean(1.0 - blend.astype(jnp.float32), axis=(1, 2, 3))
 
 
-def weighted_total(terms: dict, sample_w: jnp.ndarray, fm_weight: float = 0.0, blend_weight: float = 0.0) -> tuple:
+def weighted_total(terms: dict, sample_w: jnp.ndarray, extra_weights: Optional[dict] = None) -> tuple:
   """(the batch mean of the per-sample weighted sum of `terms`, `{"g/<term>": batch mean}`).
-  `sample_w` `[B, 5]` are the rows of `loss_weights` for each sample's loss group; the optional
-  "feature_matching" and "blend_prior" terms take `fm_weight` and `blend_weight`."""
+  `sample_w` `[B, 5]` are the rows of `loss_weights` for each sample's loss group; terms outside
+  LOSS_TERMS ("feature_matching", "blend_prior", "decoder_pixel") take `extra_weights[name]`."""
+  extra_weights = extra_weights or {}
   per_sample = sum(sample_w[:, LOSS_TERMS.index(k)] * terms[k] for k in LOSS_TERMS if k in terms)
-  if "feature_matching" in terms:
-    per_sample = per_sample + fm_weight * terms["feature_matching"]
-  if "blend_prior" in terms:
-    per_sample = per_sample + blend_weight * terms["blend_prior"]
+  for name, weight in extra_weights.items():
+    if name in terms:
+      per_sample = per_sample + weight * terms[name]
   return per_sample.mean(), {f"g/{k}": v.mean() for k, v in terms.items()}
+
+
+def motion_terms(config: ml_collections.ConfigDict, blend: jnp.ndarray, decoded: jnp.ndarray,
+                 target: jnp.ndarray) -> dict:
+  """The losses of the output blend, per sample, for those with a weight: "blend_prior" and
+  "decoder_pixel" (the decoder's own image against the target)."""
+  terms = {}
+  if float(config.loss.blend_prior) > 0:
+    terms["blend_prior"] = blend_prior(blend)
+  if float(config.loss.decoder_pixel) > 0:
+    terms["decoder_pixel"] = pixel.l1_per_sample(decoded, target)
+  return terms
+
+
+def extra_loss_weights(config: ml_collections.ConfigDict) -> dict:
+  """Weights of the terms outside LOSS_TERMS."""
+  return {"feature_matching": float(config.loss.feature_matching), "blend_prior": float(config.loss.blend_prior),
+          "decoder_pixel": float(config.loss.decoder_pixel)}
 
 
 def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = LossNets()):
@@ -131,7 +149,7 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
   g_tx, d_tx = make_optimizers(config)
   weights = loss_weights(config)
   adv_kind, fm_weight = config.loss.adversarial_kind, float(config.loss.feature_matching)
-  blend_weight = float(config.loss.blend_prior)
+  extra_weights = extra_loss_weights(config)
   conditional, ema_decay = config.discriminator.conditional, float(config.optimizer.ema_decay)
   perceptual_layers = tuple(config.loss.perceptual_layer_weights) or None
   d_mutable = ["batch_stats"] if config.discriminator.spectral_norm else []
@@ -159,11 +177,13 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
                                      batch["source_landmarks"], batch["driving_landmarks"], train=True,
                                      mutable=["batch_stats"], rngs=g_rngs)
       extra = {k: jax.lax.stop_gradient(out[k]) for k in ("warped", "blend_mask") if k in out}
-      # The blend mask is an output the losses read (blend_prior); [B, 1, 1, 1] ones without one.
+      # The blend mask and the decoder's own image are outputs the losses read (motion_terms);
+      # without a blend, ones and the generated image stand in (their weights are then unused).
       blend = out.get("blend_mask", jnp.ones(out["generated"].shape[:1] + (1, 1, 1)))
-      return (out["generated"], out["reconstructed"], blend), (updates["batch_stats"], extra)
+      decoded = out.get("decoded", out["generated"])
+      return (out["generated"], out["reconstructed"], blend, decoded), (updates["batch_stats"], extra)
 
-    (generated, reconstructed, blend), g_vjp, (g_batch_stats, g_extra) = jax.vjp(
+    (generated, reconstructed, blend, decoded), g_vjp, (g_batch_stats, g_extra) = jax.vjp(
         g_forward, state.g_vars["params"], has_aux=True)
 
     # Discriminator update on real (target, its mask) vs fake (generated, driving mask).
@@ -190,11 +210,10 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
     # Generator losses, as a function of its two outputs.
     refs = reference_features(loss_nets, frozen, source, target, batch)
 
-    def g_loss_fn(gen, rec, blend):
+    def g_loss_fn(gen, rec, blend, decoded):
       terms = generator_terms(loss_nets, frozen, refs, gen, rec, source, target, batch["driving_landmarks"],
                               perceptual_layers)
-      if blend_weight > 0:
-        terms["blend_prior"] = blend_prior(blend)
+      terms.update(motion_terms(config, blend, decoded, target))
       if fm_weight > 0:
         logits, feats, _ = run_d(d_vars, jnp.concatenate([real_in, d_input(gen, drv_mask)], axis=0), train=False,
                                  rngs=d_rngs)
@@ -205,11 +224,11 @@ def make_train_step(config: ml_collections.ConfigDict, loss_nets: LossNets = Los
       else:
         fake_logits, _, _ = run_d(d_vars, d_input(gen, drv_mask), train=False, rngs=d_rngs)
       terms["adversarial"] = adversarial.generator_loss(fake_logits, adv_kind)
-      return weighted_total(terms, sample_w, fm_weight, blend_weight)
+      return weighted_total(terms, sample_w, extra_weights)
 
-    (g_loss, g_terms), (d_gen, d_rec, d_blend) = jax.value_and_grad(g_loss_fn, argnums=(0, 1, 2), has_aux=True)(
-        generated, reconstructed, blend)
-    (g_grads,) = g_vjp((d_gen, d_rec, d_blend))
+    (g_loss, g_terms), cotangents = jax.value_and_grad(g_loss_fn, argnums=(0, 1, 2, 3), has_aux=True)(
+        generated, reconstructed, blend, decoded)
+    (g_grads,) = g_vjp(cotangents)
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_vars["params"])
     g_params = optax.apply_updates(state.g_vars["params"], g_updates)
     ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, g_params)
