@@ -6,8 +6,8 @@ r"""All performance figures of facegen-jax from one run, side by side with PyTor
 For each model size (experiments/configs tiny.py and default.py, synthetic batches, identity and
 perceptual losses off: their pretrained nets are not part of the GAN) and resolution:
   * train step images/s: the jitted G+D step of facegen_jax.train.step (conv_impl "auto", i.e.
-    the oneDNN convolutions of models/onednn_conv.py on CPU) and, at --baseline_resolutions, with
-    the XLA formulations of models/fast_conv.py, with XLA's own convolutions, and in bfloat16
+    the oneDNN convolutions of models/conv/onednn.py on CPU) and, at --baseline_resolutions, with
+    the XLA formulations of models/conv/xla_rewrites.py, with XLA's own convolutions, and in bfloat16
     (compute_dtype; float32 parameters);
   * generator inference images/s (`train=False`, jitted);
   * FLOPs per image from XLA's cost analysis of the compiled programs, and the achieved fraction
@@ -382,8 +382,8 @@ def write_markdown(args, rows, others, peak, peaks, maxrss_mb, load_start, load_
       "since a process that idled is slow for its first calls, then 2 timed calls), so both see the same load; "
       "each figure is the best timed call.",
       "- `train img/s` and `infer img/s`: `conv_impl` \"auto\" (on CPU the oneDNN convolutions of "
-      "`facegen_jax/models/onednn_conv.py` where they build, else fast_conv); `train img/s, fast_conv`: "
-      "`conv_impl = \"fast\"` (the stride-1 reformulations in XLA of `facegen_jax/models/fast_conv.py`); "
+      "`facegen_jax/models/conv/onednn.py` where they build, else fast_conv); `train img/s, fast_conv`: "
+      "`conv_impl = \"fast\"` (the stride-1 reformulations in XLA of `facegen_jax/models/conv/xla_rewrites.py`); "
       "`XLA convs`: `conv_impl = \"xla\"` (XLA's own convolution gradients); `bfloat16`: `compute_dtype = "
       "\"bfloat16\"` (float32 parameters; convolutions " + bf16_backend() + "), timed in turns with PyTorch's "
       "own mixed precision: the same step under `torch.autocast(\"cpu\", torch.bfloat16)`.",

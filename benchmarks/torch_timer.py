@@ -2,7 +2,7 @@ r"""Times the PyTorch reference (benchmarks/torch_reference.py) on request, in a
 
 benchmarks/run.py starts this process once and alternates its timed calls with the JAX ones, call
 by call, so PyTorch and JAX are measured under the same load on a shared machine. It is a process
-of its own because PyTorch and the oneDNN convolutions of facegen_jax/models/onednn_conv.py share
+of its own because PyTorch and the oneDNN convolutions of facegen_jax/models/conv/onednn.py share
 one libgomp inside one process: once oneDNN had run, PyTorch's small-op steps were up to 3x slower.
 
 Protocol: one JSON object a line on stdin, one JSON object a line in reply:

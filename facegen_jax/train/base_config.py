@@ -33,8 +33,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.hidden_features = 128  # shared conv over the mask before gamma/beta; 0 = none
   c.model.modulation = "residual"  # x * (1 + gamma) + beta; "plain": x * gamma + beta
   c.model.level_order = "spade"  # generation decoder: fuse -> act -> up; "spec": fuse -> up -> norm -> act
-  # Convolutions of generator and discriminator: "auto" = "onednn" (models/onednn_conv.py) on CPU
-  # where it builds, else "fast" (models/fast_conv.py); XLA's own on GPU/TPU. "onednn" | "fast" |
+  # Convolutions of generator and discriminator: "auto" = "onednn" (models/conv/onednn.py) on CPU
+  # where it builds, else "fast" (models/conv/xla_rewrites.py); XLA's own on GPU/TPU. "onednn" | "fast" |
   # "xla" to force one (env FACEGEN_CONV_IMPL overrides "auto").
   c.model.conv_impl = "auto"
   # Landmark-driven warping inside the generator (docs/method.md, Motion): "none" | "landmark_tps".
