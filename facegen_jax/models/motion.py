@@ -82,7 +82,10 @@ def tps_fit(controls: jnp.ndarray, values: jnp.ndarray, smoothing: float = DEFAU
   bottom = jnp.concatenate([jnp.swapaxes(p, 1, 2), jnp.zeros((b, 3, 3), dtype)], axis=-1)
   lhs = jnp.concatenate([top, bottom], axis=1)
   rhs = jnp.concatenate([values, jnp.zeros((b, 3, 2), dtype)], axis=1)
-  sol = jnp.linalg.solve(lhs, rhs)
+  # One matrix at a time: XLA:CPU's batched LU kernel spreads a batch over the intra-op thread
+  # pool, and with several devices per process each device's kernel waited for pool threads the
+  # others held (the step hung); a single matrix is factored in place.
+  sol = jax.lax.map(lambda system: jnp.linalg.solve(*system), (lhs, rhs))
   return sol[:, :n], sol[:, n:]
 
 
