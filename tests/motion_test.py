@@ -12,7 +12,7 @@ from facegen_jax.data.synthetic import MEAN_FACE, SyntheticFaces
 from facegen_jax.landmarks import layout
 from facegen_jax.landmarks.perturb import perturb_landmarks
 from facegen_jax.models import factory, motion
-from facegen_jax.train import finetune, sharding
+from facegen_jax.train import finetune, sharding, state as state_lib, step as step_lib
 from facegen_jax.train.base_config import base_config
 
 R = 128
@@ -213,3 +213,25 @@ def test_generator_only_step_trains_a_generator_with_motion():
   assert np.isfinite(losses).all()
   moved = jax.device_get(state.g_vars["params"]["motion_net"]["blend"]["kernel"])
   assert np.abs(moved - variables["params"]["motion_net"]["blend"]["kernel"]).max() > 0
+
+
+def test_gan_step_with_the_blend_losses_reports_and_weights_them():
+  config = _config("landmark_tps", motion_blend_bias=2.0)
+  config.loss.identity_net = config.loss.perceptual_net = ""
+  for group in ("first", "perturbed"):
+    config.loss[group].identity = config.loss[group].perceptual = 0.0
+  config.discriminator.num_scales, config.discriminator.base_features, config.discriminator.max_features = 1, 8, 16
+  totals = {}
+  for prior in (0.0, 2.0):
+    config.loss.blend_prior, config.loss.decoder_pixel = prior, 25.0
+    mesh = sharding.make_mesh()
+    step = sharding.jit_train_step(step_lib.make_train_step(config), mesh)
+    state = sharding.replicate(state_lib.create_train_state(config), mesh)
+    batch = sharding.shard_batch(next(SyntheticFaces(S, 2, seed=0)), mesh)
+    _, metrics, images = step(state, batch, {"identity": None, "perceptual": None})
+    assert ("g/blend_prior" in metrics) == (prior > 0) and "g/decoder_pixel" in metrics
+    m = np.asarray(images["blend_mask"])
+    assert 0.85 < m.mean() < 0.91  # sigmoid(2) at initialisation
+    totals[prior] = float(metrics["g/total"])
+    if prior > 0:
+      assert totals[prior] - totals[0.0] == pytest.approx(prior * float(metrics["g/blend_prior"]), rel=1e-3)

@@ -28,11 +28,6 @@ def get_config():
   c.discriminator.max_features = 256
   # The landmark-driven warp (docs/method.md, Motion); "none" is the decoders alone.
   c.model.motion = "landmark_tps"
-  # Five training people are too few for the decoder to carry a new face: the output starts as
-  # the warped source, and the decoder takes over a pixel only where it beats the warp by enough.
-  c.model.motion_blend_bias = 2.0
-  c.loss.blend_prior = 2.0
-  c.loss.decoder_pixel = 25.0  # the decoder's own image keeps learning under a warp-dominated blend
   # Mostly pairs of frames of one video: samples of the other two kinds use the unmoved source as
   # the pixel target, which teaches a warping generator to hold the warp back.
   c.data.kind_ratios = (0.8, 0.1, 0.1)
