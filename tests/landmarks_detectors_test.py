@@ -44,7 +44,7 @@ def _dlib_reference(image, upsample=1):
 
 
 def test_a_face_on_every_photo(shared_faces, photo_faces):
-  assert len(photo_faces) == 21
+  assert len(photo_faces) >= 21  # ../shared/faces holds 21 photos or more (it grows)
   for name, (image, faces) in photo_faces.items():
     assert faces, f"no face found on {name}"
     face = faces[0]

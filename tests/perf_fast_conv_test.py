@@ -310,7 +310,7 @@ def test_models_equal_xla(impl):
   """Whole generator and discriminator (tiny config): same outputs and parameter gradients."""
   _require(impl)
   config = common.benchmark_config("tiny", 64, batch=2, conv_impl="xla")
-  g_vars, d_vars, (source, mask), d_in = common.init_models(config, batch=2)
+  g_vars, d_vars, (source, mask, *_), d_in = common.init_models(config, batch=2)
   grads = {}
   for impl_ in ("xla", impl):
     config.model.conv_impl = impl_

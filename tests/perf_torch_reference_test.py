@@ -33,7 +33,7 @@ def test_same_parameter_count_and_outputs(name, resolution):
   config = common.benchmark_config(name, resolution, batch=2)
   if name == "default":  # the default channel plan on a small image keeps the test fast
     config.discriminator.num_scales = 2
-  g_vars, d_vars, (source, mask), d_in = common.init_models(config, batch=2)
+  g_vars, d_vars, (source, mask, *_), d_in = common.init_models(config, batch=2)
   # Random batch-norm/instance-norm affines, so every parameter matters.
   rng = np.random.default_rng(0)
   g_vars = {**g_vars, "params": jax.tree.map(
