@@ -173,6 +173,23 @@ def test_generator_with_motion_outputs_the_warp_and_blend_mask_and_learns_throug
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(grads))
 
 
+def test_residual_decoder_adds_its_image_to_the_warped_source_with_the_same_parameters():
+  plain, residual = (_config("landmark_tps", motion_blend=False, motion_residual=r) for r in (False, True))
+  variables = _init(plain)
+  assert jax.tree.map(lambda a: a.shape, _init(residual, shapes_only=True)) == jax.tree.map(
+      lambda a: a.shape, variables)
+  src, drv = face_pairs(1, seed=6)[0]
+  src_lm, drv_lm = jnp.asarray(src * (S / R))[None], jnp.asarray(drv * (S / R))[None]
+  image = jnp.asarray(np.random.default_rng(7).uniform(-1, 1, (1, S, S, 3)), jnp.float32)
+  mask = jnp.asarray(np.random.default_rng(8).uniform(0, 1, (1, S, S, 1)), jnp.float32)
+  run = lambda c: factory.build_generator(c).apply(variables, image, mask, src_lm, drv_lm, train=False)  # noqa: E731
+  a, b = run(plain), run(residual)
+  np.testing.assert_allclose(np.asarray(b["warped"]), np.asarray(a["warped"]), atol=1e-6)
+  expected = np.clip(np.asarray(a["warped"]) + np.asarray(a["generated"]), -1, 1)
+  np.testing.assert_allclose(np.asarray(b["generated"]), expected, atol=1e-5)
+  assert np.abs(np.asarray(b["generated"]) - np.asarray(a["generated"])).max() > 0.1
+
+
 def test_unknown_motion_is_refused():
   with pytest.raises(ValueError, match="model.motion"):
     _init(_config("optical_flow"), shapes_only=True)

@@ -44,7 +44,7 @@ def parse_merge_levels(value: str):
 
 # The config.model keys the generator reads besides the ones every config has had.
 ADDED_MODEL_KEYS = ("conv_impl", "level_order", "motion", "motion_refiner", "motion_blend", "motion_features",
-                    "motion_max_residual", "motion_smoothing", "motion_blend_bias")
+                    "motion_max_residual", "motion_smoothing", "motion_blend_bias", "motion_residual")
 
 
 def check_model_keys(config: ml_collections.ConfigDict) -> None:
@@ -72,7 +72,8 @@ def build_generator(config: ml_collections.ConfigDict) -> Generator:
       modulation=m.modulation, dtype=compute_dtype(config), conv=conv2d, conv_transpose=conv_transpose,
       level_order=m.level_order, motion=m.motion, motion_refiner=m.motion_refiner, motion_blend=m.motion_blend,
       motion_features=m.motion_features, motion_max_residual=m.motion_max_residual,
-      motion_smoothing=m.motion_smoothing, motion_blend_bias=m.motion_blend_bias)
+      motion_smoothing=m.motion_smoothing, motion_blend_bias=m.motion_blend_bias,
+      motion_residual=m.motion_residual)
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> MultiScaleDiscriminator:

@@ -63,6 +63,9 @@ class Generator(nn.Module):
       before the generation decoder concatenates them (models/motion.py).
     motion_refiner: with motion, a learned residual flow and per-level occlusion maps.
     motion_blend: with motion, the output is `m * warp(source) + (1 - m) * decoded`, m learned.
+    motion_residual: with motion, the generation decoder's image is a correction added to the
+      warped source (`decoded = clip(warp(source) + decoder, -1, 1)`), so where the decoder has
+      nothing to add (a face it never saw) the output stays the warp; off, it is the image itself.
     motion_features: channels of the MotionNet.
     motion_max_residual: bound of the residual flow (normalized units; 0.1 = 5% of the frame).
     motion_blend_bias: initial logit of the blend mask (2.0: the output starts 88% warp).
@@ -96,6 +99,7 @@ class Generator(nn.Module):
   motion_features: int = 32
   motion_max_residual: float = 0.1
   motion_blend_bias: float = 0.0
+  motion_residual: bool = False
   motion_smoothing: float = motion_lib.DEFAULT_SMOOTHING
 
   @property
@@ -138,6 +142,8 @@ class Generator(nn.Module):
     generated = GenerationDecoder(dec, merge_levels=self.merge_levels, settings=settings, fuse=fuse,
                                   level_order=self.level_order, name="generation_decoder")(
                                       code, recon_outputs, masks, train=train)
+    if self.motion != "none" and self.motion_residual:
+      generated = jnp.clip(extra["warped"].astype(generated.dtype) + generated, -1.0, 1.0)
     if "blend_mask" in extra:
       m = extra["blend_mask"]
       extra["decoded"] = generated

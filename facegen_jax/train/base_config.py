@@ -44,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.motion_features = 32
   c.model.motion_max_residual = 0.1  # normalized units (0.1 = 5% of the frame)
   c.model.motion_blend_bias = 0.0  # initial logit of the blend mask (2.0: the output starts 88% warp)
+  c.model.motion_residual = False  # the decoder adds a correction to the warped source instead of drawing the image
   c.model.motion_smoothing = 1e-7  # ridge of the thin-plate-spline solve (keeps coincident landmarks solvable)
 
   c.discriminator = ml_collections.ConfigDict()
