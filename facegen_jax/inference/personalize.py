@@ -7,6 +7,7 @@ network loads.
 """
 
 import copy
+from typing import Optional
 
 import jax
 import numpy as np
@@ -14,7 +15,8 @@ from absl import logging
 
 from facegen_jax.data import batch as batch_lib
 from facegen_jax.inference.generator_model import GeneratorModel
-from facegen_jax.inference.reenactor import Reenactor
+from facegen_jax.inference.reenactor import Reenactor, SourceFace
+from facegen_jax.landmarks import crop as crop_lib
 from facegen_jax.landmarks.masks import render_mask
 from facegen_jax.landmarks.perturb import perturb_landmarks
 from facegen_jax.train import finetune, loop, sharding
@@ -35,9 +37,14 @@ def perturbed_batch(source, batch_size: int, rng: np.random.Generator, per_part:
   return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
 
 
-def personalize(reenactor, source_image: np.ndarray, steps: int, *, batch_size: int = 4,
-                learning_rate: float = 2e-4, seed: int = 0, progress: bool = True):
-  """Returns a new Reenactor whose generator was fine-tuned for `steps` steps on `source_image`."""
+def personalize(reenactor, source_image: np.ndarray, steps: int, *, source_landmarks: Optional[np.ndarray] = None,
+                batch_size: int = 4, learning_rate: float = 2e-4, seed: int = 0, progress: bool = True):
+  """Returns a new Reenactor whose generator was fine-tuned for `steps` steps on `source_image`.
+
+  `source_image` is a photo (its face found and cropped by `Reenactor.prepare_source`), or, with
+  `source_landmarks` (`[68, 2]` in its pixels), a face crop already, of any size: it is taken whole,
+  resized to the model's resolution as `Reenactor.face_outputs` resizes the crops it is given.
+  """
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
   config = copy.deepcopy(reenactor.model.config)
@@ -54,7 +61,13 @@ def personalize(reenactor, source_image: np.ndarray, steps: int, *, batch_size: 
 
   mesh = sharding.make_mesh()
   batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size
-  source = reenactor.prepare_source(source_image)
+  if source_landmarks is None:
+    source = reenactor.prepare_source(source_image)
+  else:
+    image = np.asarray(source_image)
+    whole = (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))
+    crop, transform = crop_lib.crop_and_resize(image, whole, reenactor.resolution)
+    source = SourceFace(image, transform, crop, transform.apply(source_landmarks))
   variables = jax.device_get(reenactor.model.variables)  # host copies: the step donates its input buffers
   state = sharding.replicate(finetune.create_generator_state(config, variables, seed), mesh)
   frozen = sharding.replicate(loss_nets.frozen_params(), mesh)
