@@ -21,7 +21,7 @@ def test_the_evaluation_crop_of_a_clip_is_the_training_crop():
   def no_detection(image):
     raise AssertionError("landmarks='stored' must not detect on the crops")
 
-  clip = clips.VideoClip(str(CLIP), landmarks="stored").load(no_detection, options.resolution, NUM_FRAMES)
+  clip = clips.FileClip(str(CLIP), landmarks="stored").load(no_detection, options.resolution, NUM_FRAMES)
   assert clip.frames.shape == (NUM_FRAMES, 128, 128, 3)
   np.testing.assert_array_equal(clip.frames, np.stack([frames.decode_image(png, 3) for png in stored.images]))
   np.testing.assert_array_equal(np.stack(clip.landmarks), stored.landmarks)

@@ -1,15 +1,20 @@
 """Test clips from video files: face crops at the evaluation resolution, framed exactly as
-experiments/prepare_data.py frames training clips (`load_clip`).
+experiments/prepare_data.py frames training clips (`load_clip`) and photos (`load_photo`).
 
 `--videos` names the clips in one of three forms (`find_clips`): a folder of video files, one
-video file (`VideoClip`: cropped here), or a FaceFrames dataset prepared by
+video file (`FileClip`: cropped here), or a FaceFrames dataset prepared by
 experiments/prepare_data.py (`dataset_clips.DatasetClip`: its records are crops already).
+`--sources` names cross-identity sources (`find_sources`): photos (`FileClip` too: a one-frame
+clip) and clips, or folders of them. A file's person is prepare_data.py's: the file name's part before
+`__` (`file_identity`).
 """
 
 import dataclasses
 import os
-from typing import Dict, List, Optional, Tuple
+import pathlib
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from facegen_jax.data import extract, frames as frames_lib, prepare
 from facegen_jax.evaluation import dataset_clips
 from facegen_jax.evaluation.clip import Clip, ClipSource, check_landmark_source
 from facegen_jax.evaluation.face_analysis import LandmarkFn
@@ -22,19 +27,34 @@ ACCEPTED_FORMS = (f"--videos takes (1) a folder of test clips ({', '.join(VIDEO_
                   "face_frames/, or the face_frames/r<R>/<version> folder inside it)")
 
 
+def file_identity(path: str) -> str:
+  """The person of a clip or photo file, as experiments/prepare_data.py names it
+  (`prepare.identity_of`): the file name's part before `__`, else the file name (without extension)."""
+  name = pathlib.PurePosixPath(os.path.basename(path))
+  return prepare.identity_of(name, name.stem)
+
+
 @dataclasses.dataclass(frozen=True)
-class VideoClip:
-  """A video file, cropped by `load_clip`; `landmarks` as there."""
+class FileClip:
+  """A video file, cropped by `load_clip`, or a photo, a one-frame clip cropped by `load_photo`;
+  `landmarks` as there. A video is named by its file name without extension, a photo with it."""
 
   path: str
   identity: Optional[str] = None
   landmarks: str = "detect"
 
   @property
+  def is_photo(self) -> bool:
+    return self.path.lower().endswith(prepare.IMAGE_EXTENSIONS)
+
+  @property
   def name(self) -> str:
-    return os.path.splitext(os.path.basename(self.path))[0]
+    base = os.path.basename(self.path)
+    return base if self.is_photo else os.path.splitext(base)[0]
 
   def load(self, landmark_fn: LandmarkFn, resolution: int, max_frames: Optional[int] = None) -> Clip:
+    if self.is_photo:
+      return load_photo(self.path, landmark_fn, resolution, self.landmarks)
     return load_clip(self.path, landmark_fn, resolution, max_frames, self.landmarks)
 
 
@@ -81,7 +101,42 @@ def find_clips(videos: str, split: str = "test", resolution: int = 256,
       raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {videos} and no dataset prepared by "
                        f"experiments/prepare_data.py; {ACCEPTED_FORMS}")
     return dataset_clips.list_clips(builder_dir, split, resolution, dataset_landmarks)
-  return [VideoClip(p, landmarks=dataset_landmarks) for p in list_videos(videos)], {}
+  return [FileClip(p, file_identity(p), dataset_landmarks) for p in list_videos(videos)], {}
+
+
+def _is_source_file(name: str) -> bool:
+  return name.lower().endswith(prepare.IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+
+
+def find_sources(paths: Sequence[str], landmarks: str = "detect") -> List[ClipSource]:
+  """The cross-identity sources `--sources` names (`FileClip`s): each path a photo, a clip or a
+  folder (every photo and clip at its top level, sorted), with their people (`file_identity`).
+
+  Raises FileNotFoundError / ValueError naming a path that is none of these, a folder without
+  photos or clips, or two sources of the same name.
+  """
+  check_landmark_source(landmarks)
+  files = []
+  for path in paths:
+    if os.path.isdir(path):
+      found = sorted(os.path.join(path, f) for f in os.listdir(path) if not f.startswith(".") and _is_source_file(f))
+      if not found:
+        raise ValueError(f"--sources={path}: no photos ({', '.join(prepare.IMAGE_EXTENSIONS)}) or clips "
+                         f"({', '.join(VIDEO_EXTENSIONS)}) in that folder")
+      files.extend(found)
+    elif not os.path.exists(path):
+      raise FileNotFoundError(f"--sources={path} does not exist; give photos, clips or folders of them")
+    elif _is_source_file(path):
+      files.append(path)
+    else:
+      raise ValueError(f"--sources={path} is neither a photo ({', '.join(prepare.IMAGE_EXTENSIONS)}), a clip "
+                       f"({', '.join(VIDEO_EXTENSIONS)}) nor a folder of them")
+  sources = [FileClip(f, file_identity(f), landmarks) for f in files]
+  names = [s.name for s in sources]
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if repeated:
+    raise ValueError(f"--sources names two sources called {', '.join(repeated)}; each source needs its own name")
+  return sources
 
 
 def load_clip(path: str, landmark_fn: LandmarkFn, resolution: int = 256, max_frames: Optional[int] = None,
@@ -112,3 +167,23 @@ def load_clip(path: str, landmark_fn: LandmarkFn, resolution: int = 256, max_fra
   else:
     marks = [landmark_fn(c) for c in crops]
   return Clip(os.path.splitext(os.path.basename(path))[0], crops, marks)
+
+
+def load_photo(path: str, landmark_fn: LandmarkFn, resolution: int = 256, landmarks: str = "detect") -> Clip:
+  """A photo's face as experiments/prepare_data.py crops it (`data.extract.prepare_file`: the largest
+  face dlib finds, its own box `landmarks.crop.photo_crop_box`, bicubic resize), as a one-frame clip
+  named by the file name. `landmarks` as in `load_clip` ("stored": prepare_data.py's own).
+
+  Raises ValueError naming the file if it cannot be read, shows no face or one smaller than
+  prepare_data.py keeps.
+  """
+  check_landmark_source(landmarks)
+  name = os.path.basename(path)
+  inp = prepare.InputFile(path=os.path.abspath(path), rel=name, identity=file_identity(path), video_id=name,
+                          is_video=False)
+  prepared = extract.prepare_file(inp, prepare.PrepareOptions(resolution=resolution))
+  if isinstance(prepared, frames_lib.Skipped):
+    raise ValueError(f"{path}: {prepared.detail} ({prepared.reason}); a source photo needs one visible face")
+  crop = frames_lib.decode_image(prepared.images[0], 3)
+  mark = prepared.landmarks[0] if landmarks == "stored" else landmark_fn(crop)
+  return Clip(name, crop[None], [mark])

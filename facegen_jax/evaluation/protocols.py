@@ -3,20 +3,30 @@
 - **self-reenactment** (VoxCeleb protocol of FOMM and its successors): each test clip's first frame
   (with a face) is the source; every later frame is driven by its own landmarks and compared with
   the real frame (L1, PSNR, SSIM, AKD, AED, CSIM, LPIPS, FID).
-- **cross-identity**: the first frame of one clip drives with the frames of another; there is no
-  ground truth, so identity is measured against the source (CSIM, AED) and pose against the
-  driving landmarks (AKD).
+- **cross-identity**: the first face frame of a source (a clip, or a photo: a one-frame clip)
+  drives with the frames of another clip; there is no ground truth, so identity is measured
+  against the source (CSIM, AED) and pose against the driving landmarks (AKD).
 
 A method is `method(source_image, source_landmarks, driving_image, driving_landmarks) -> image`
-(baselines.Method); `make_model_method(checkpoint_dir)` wraps the trained model as one.
+(baselines.Method); `reenactor_method(reenactor)` wraps a trained model as one. A method that
+needs per-source state has `for_source(source_image, source_landmarks) -> method`, called once per
+clip (or pair) for the method that scores it; numbers that method carries as `clip_info`
+({name: float}) join the clip's row, and their mean the summary. `Personalized` is one: the model
+fine-tuned on each source before it drives it.
+
+Driving frames without a face cannot be scored: each clip's row counts them (`frames_without_face`,
+summed over the clips in the summary) beside the frames scored (`frames`).
 """
 
 import csv
 import dataclasses
 import os
+import platform
 import random
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+import time
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import jax
 import numpy as np
 import tqdm
 
@@ -25,6 +35,7 @@ from facegen_jax.evaluation.baselines import Method
 from facegen_jax.evaluation.clip import Clip
 from facegen_jax.inference import Reenactor
 from facegen_jax.inference import motion as motion_lib
+from facegen_jax.inference.personalize import personalize
 from facegen_jax.nets.base import FrozenNet
 
 PROTOCOLS = ("self", "cross")
@@ -33,20 +44,21 @@ METRICS = {"l1": "lower", "psnr": "higher", "ssim": "higher", "lpips": "lower", 
            "aed": "lower", "aed_sq_l2": "lower", "csim": "higher", "fid": "lower"}
 
 
-def make_model_method(checkpoint_dir: str) -> Method:
-  """The trained model as a method, through facegen_jax.inference.Reenactor.
-
-  The Reenactor is loaded with `Reenactor.from_checkpoint(checkpoint_dir)` (a training workdir or
-  an export) and asked, per frame, for `reenact_face(source_image, source_landmarks,
-  driving_landmarks) -> uint8 [R, R, 3]`: the source crop in the pose of the driving landmarks.
-  """
+def load_reenactor(checkpoint_dir: str) -> Reenactor:
+  """`Reenactor.from_checkpoint(checkpoint_dir)` (a training workdir or an export), with errors
+  that say what to pass."""
   if not os.path.isdir(checkpoint_dir):
     raise FileNotFoundError(f"--checkpoint={checkpoint_dir} is not a directory: pass a training workdir or an export")
   try:
-    reenactor = Reenactor.from_checkpoint(checkpoint_dir)
+    return Reenactor.from_checkpoint(checkpoint_dir)
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"checkpoint {checkpoint_dir} failed to load ({type(e).__name__}: {e}); check that it was "
                      "written by experiments/train.py or experiments/export.py with the config stored beside it") from e
+
+
+def reenactor_method(reenactor: Reenactor) -> Method:
+  """A trained model as a method: per frame `reenactor.reenact_face(source_image, source_landmarks,
+  driving_landmarks) -> uint8 [R, R, 3]`, the source crop in the pose of the driving landmarks."""
 
   def model(source_image, source_landmarks, driving_image, driving_landmarks):
     del driving_image
@@ -59,6 +71,46 @@ def make_model_method(checkpoint_dir: str) -> Method:
 
   model.extras = extras
   return model
+
+
+def personalized_name(name: str, steps: int) -> str:
+  """The report row of model `name` fine-tuned for `steps` steps on each source."""
+  return f"{name} + personalization ({steps} step{'' if steps == 1 else 's'})"
+
+
+class Personalized:
+  """A model fine-tuned on each source before it drives it (one-shot personalization,
+  facegen_jax/inference/personalize.py), a per-source method: `for_source` fine-tunes a copy of
+  `reenactor` for `steps` steps on the source crop alone (nothing of the frames it is scored on)
+  and returns it as the clip's method, with `clip_info = {"personalization_seconds": wall time of
+  the fine-tuning}` (loading its loss networks and compiling its step included, as
+  `reenact.py --finetune_steps` spends it). Every source starts from `reenactor`'s weights."""
+
+  def __init__(self, reenactor: Reenactor, steps: int, progress: bool = False):
+    if steps < 1:
+      raise ValueError(f"personalization needs at least one fine-tuning step, got {steps}")
+    self.reenactor, self.steps, self.progress = reenactor, int(steps), progress
+
+  def for_source(self, source_image: np.ndarray, source_landmarks: np.ndarray) -> Method:
+    start = time.perf_counter()
+    tuned = personalize(self.reenactor, source_image, self.steps, source_landmarks=source_landmarks,
+                        progress=self.progress)
+    method = reenactor_method(tuned)
+    method.clip_info = {"personalization_seconds": time.perf_counter() - start}
+    return method
+
+
+def device_name() -> str:
+  """What JAX computes on: the accelerator's kind, or the CPU's model name."""
+  device = jax.devices()[0]
+  if device.platform != "cpu":
+    return device.device_kind
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+  except OSError:
+    names = []
+  return names[0] if names else platform.processor() or "CPU"
 
 
 @dataclasses.dataclass
@@ -85,11 +137,12 @@ class Results:
     resolution: evaluation size R.
     methods: method names in order.
     summary: method -> metric -> value (a number, or metrics.NOT_COMPUTED).
-    per_video: rows {"video", "method", "frames", <metric>: value}.
+    per_video: rows {"video", "method", "frames" (scored), "frames_without_face" (driving frames
+      left out: no face found on them), <metric>: value, and a per-source method's `clip_info`}.
     samples: rows of a picture grid: (label, source, driving, {method: output}), uint8 [R, R, 3]; a
       method with an `extras(source, source_landmarks, driving_landmarks) -> {name: image}`
       attribute adds its images as "method: name".
-    skipped: notes on frames left out (no face on the real frame).
+    skipped: notes on frames left out (no face on the real frame), one line per clip.
   """
 
   protocol: str
@@ -121,8 +174,9 @@ class _Accumulator:
     for key, value in vars(other).items():
       getattr(self, key).extend(value)
 
-  def reduce(self, resolution: int, with_ground_truth: bool, feature_nets: FeatureNets) -> Dict[str, object]:
-    row: Dict[str, object] = {"frames": len(self.ref_landmarks)}
+  def reduce(self, resolution: int, with_ground_truth: bool, feature_nets: FeatureNets,
+             frames_without_face: int) -> Dict[str, object]:
+    row: Dict[str, object] = {"frames": len(self.ref_landmarks), "frames_without_face": frames_without_face}
     if with_ground_truth:
       row.update(l1=float(np.mean(self.l1)), psnr=float(np.mean(self.psnr)), ssim=float(np.mean(self.ssim)))
       row["lpips"] = float(np.mean(self.lpips)) if feature_nets.lpips is not None else metrics.NOT_COMPUTED
@@ -170,15 +224,53 @@ def _first_with_face(clip: Clip) -> int:
   raise ValueError(f"no face found in any crop of {clip.name}")
 
 
-def _run(jobs, methods: Dict[str, Method], feature_nets: FeatureNets, protocol: str, resolution: int,
-         skipped: List[str], progress: bool) -> Results:
-  """`jobs`: (label, source, source_landmarks, [(driving, driving_landmarks, target_landmarks, real)])."""
-  total = sum(len(frames) for *_, frames in jobs) * len(methods)
+def _numbers(indices: Sequence[int]) -> str:
+  """[1, 3, 4, 5] -> "1, 3-5"."""
+  runs: List[List[int]] = []
+  for i in indices:
+    if runs and i == runs[-1][1] + 1:
+      runs[-1][1] = i
+    else:
+      runs.append([i, i])
+  return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _faceless_note(clip: Clip, faceless: Sequence[int], source: Optional[int] = None) -> List[str]:
+  """The `skipped` line of a clip's frames without a face (none if there are none)."""
+  if not faceless:
+    return []
+  one = len(faceless) == 1
+  note = (f"{clip.name}: {'frame' if one else 'frames'} {_numbers(faceless)} ({len(faceless)} of {len(clip.frames)}) "
+          f"{'shows' if one else 'show'} no face")
+  return [note + (f"; frame {source} is the source" if source else "")]
+
+
+class _Job(NamedTuple):
+  """One clip (or pair) to score: its row label, the source, and the driving frames with a face as
+  (driving, driving_landmarks, target_landmarks, real frame or None)."""
+
+  label: str
+  source: np.ndarray
+  source_landmarks: np.ndarray
+  frames: List[Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]]
+  frames_without_face: int
+
+
+def _for_source(method, source: np.ndarray, source_landmarks: np.ndarray) -> Method:
+  """The method that scores one source: its own, for a per-source method (`for_source`)."""
+  for_source = getattr(method, "for_source", None)
+  return for_source(source, source_landmarks) if for_source is not None else method
+
+
+def _run(jobs: Sequence[_Job], methods: Dict[str, Method], feature_nets: FeatureNets, protocol: str,
+         resolution: int, skipped: List[str], progress: bool) -> Results:
+  total = sum(len(job.frames) for job in jobs) * len(methods)
   bar = tqdm.tqdm(total=total, desc=f"{protocol}-reenactment", unit="frame", disable=not progress)
   totals = {name: _Accumulator() for name in methods}
+  clip_info: Dict[str, List[Dict[str, float]]] = {name: [] for name in methods}
   per_video, samples, all_reals = [], [], []
   with_gt = protocol == "self"
-  for label, source, source_lm, frames in jobs:
+  for label, source, source_lm, frames, faceless in jobs:
     if not frames:
       skipped.append(f"{label}: no driving frame with a face")
       continue
@@ -187,6 +279,7 @@ def _run(jobs, methods: Dict[str, Method], feature_nets: FeatureNets, protocol: 
     sample_at = len(frames) // 2
     sample = (label, source, frames[sample_at][0], {})
     for name, method in methods.items():
+      method = _for_source(method, source, source_lm)
       acc = _Accumulator()
       for i, (driving, driving_lm, target_lm, real) in enumerate(frames):
         output = _check_output(name, method(source, source_lm, driving, target_lm), driving)
@@ -197,7 +290,10 @@ def _run(jobs, methods: Dict[str, Method], feature_nets: FeatureNets, protocol: 
           for key, image in getattr(method, "extras", lambda *_: {})(source, source_lm, target_lm).items():
             sample[3][f"{name}: {key}"] = image
         bar.update(1)
-      per_video.append({"video": label, "method": name, **acc.reduce(resolution, with_gt, feature_nets)})
+      info = dict(getattr(method, "clip_info", {}))
+      clip_info[name].append(info)
+      per_video.append({"video": label, "method": name, **acc.reduce(resolution, with_gt, feature_nets, faceless),
+                        **info})
       totals[name].merge(acc)
     samples.append(sample)
   bar.close()
@@ -205,27 +301,27 @@ def _run(jobs, methods: Dict[str, Method], feature_nets: FeatureNets, protocol: 
     raise ValueError(f"nothing to evaluate: {'; '.join(skipped)}")
   summary = {}
   for name, acc in totals.items():
-    summary[name] = acc.reduce(resolution, with_gt, feature_nets)
+    # Every clip's faceless frames, a clip with none scored too.
+    summary[name] = acc.reduce(resolution, with_gt, feature_nets, sum(job.frames_without_face for job in jobs))
     summary[name]["fid"] = _fid_value(acc, all_reals, feature_nets)
+    for key in sorted({k for info in clip_info[name] for k in info}):
+      summary[name][key] = float(np.mean([info[key] for info in clip_info[name] if key in info]))
   return Results(protocol, resolution, list(methods), summary, per_video, samples, skipped)
 
 
 def self_reenactment(clips: Sequence[Clip], methods: Dict[str, Method], feature_nets: FeatureNets,
                      resolution: int, progress: bool = True) -> Results:
   """Each clip's first frame with a face is the source; every later frame with a face is driven by
-  its own landmarks and compared with itself. Frames without a face are listed in `skipped`."""
+  its own landmarks and compared with itself. Frames without a face (before the source too) are
+  counted (`frames_without_face`) and listed in `skipped`."""
   jobs, skipped = [], []
   for clip in clips:
     first = _first_with_face(clip)
-    if first:
-      skipped.append(f"{clip.name}: frames 0-{first - 1} show no face; frame {first} is the source")
-    frames = []
-    for i in range(first + 1, len(clip.frames)):
-      if clip.landmarks[i] is None:
-        skipped.append(f"{clip.name}: frame {i} shows no face")
-        continue
-      frames.append((clip.frames[i], clip.landmarks[i], clip.landmarks[i], clip.frames[i]))
-    jobs.append((clip.name, clip.frames[first], clip.landmarks[first], frames))
+    faceless = [i for i, lm in enumerate(clip.landmarks) if lm is None]
+    skipped.extend(_faceless_note(clip, faceless, source=first))
+    frames = [(clip.frames[i], clip.landmarks[i], clip.landmarks[i], clip.frames[i])
+              for i in range(first + 1, len(clip.frames)) if clip.landmarks[i] is not None]
+    jobs.append(_Job(clip.name, clip.frames[first], clip.landmarks[first], frames, len(faceless)))
   return _run(jobs, methods, feature_nets, "self", resolution, skipped, progress)
 
 
@@ -247,30 +343,31 @@ def random_pairs(names: Sequence[str], num_pairs: int, seed: int = 0) -> List[Tu
   return rng.sample(all_pairs, min(num_pairs, len(all_pairs)))
 
 
-def cross_identity(clips: Dict[str, Clip], pairs: Sequence[Tuple[str, str]], methods: Dict[str, Method],
-                   feature_nets: FeatureNets, resolution: int, motion: str = "absolute",
+def cross_identity(sources: Dict[str, Clip], drivings: Dict[str, Clip], pairs: Sequence[Tuple[str, str]],
+                   methods: Dict[str, Method], feature_nets: FeatureNets, resolution: int, motion: str = "absolute",
                    progress: bool = True) -> Results:
-  """The first face frame of clip `source` takes the pose of each face frame of clip `driving`.
+  """The first face frame of source `a` (`sources[a]`: a clip, or a photo's one-frame clip) takes
+  the pose of each face frame of clip `drivings[b]`, for each pair (a, b) of `pairs`.
 
   `motion="absolute"` asks for the driving landmarks themselves; "relative" for the source's
-  landmarks moved as the driver moves (FOMM's relative transfer, facegen_jax.inference.motion).
-  AKD is measured against the landmarks asked for.
+  landmarks moved as the driver moves from its first face frame (FOMM's relative transfer,
+  facegen_jax.inference.motion). AKD is measured against the landmarks asked for. Driving frames
+  without a face are counted (`frames_without_face`) and listed in `skipped`, once per clip.
   """
-  jobs, skipped = [], []
+  jobs, skipped, noted = [], [], set()
   for source_name, driving_name in pairs:
-    for name in (source_name, driving_name):
+    for name, clips in ((source_name, sources), (driving_name, drivings)):
       if name not in clips:
         raise ValueError(f"pair ({source_name}, {driving_name}) names {name!r}, which is not among the clips "
                          f"({', '.join(sorted(clips))})")
-    source, driving = clips[source_name], clips[driving_name]
+    source, driving = sources[source_name], drivings[driving_name]
     s = _first_with_face(source)
     d0 = _first_with_face(driving)
-    frames = []
-    for i, (image, lm) in enumerate(zip(driving.frames, driving.landmarks)):
-      if lm is None:
-        skipped.append(f"{driving.name}: frame {i} shows no face")
-        continue
-      target = motion_lib.transfer(source.landmarks[s], lm, driving.landmarks[d0], motion)
-      frames.append((image, lm, target, None))
-    jobs.append((f"{source_name}->{driving_name}", source.frames[s], source.landmarks[s], frames))
+    faceless = [i for i, lm in enumerate(driving.landmarks) if lm is None]
+    if driving_name not in noted:
+      noted.add(driving_name)
+      skipped.extend(_faceless_note(driving, faceless))
+    frames = [(image, lm, motion_lib.transfer(source.landmarks[s], lm, driving.landmarks[d0], motion), None)
+              for image, lm in zip(driving.frames, driving.landmarks) if lm is not None]
+    jobs.append(_Job(f"{source_name}->{driving_name}", source.frames[s], source.landmarks[s], frames, len(faceless)))
   return _run(jobs, methods, feature_nets, "cross", resolution, skipped, progress)

@@ -1,10 +1,11 @@
-"""Writes a protocol's Results: metrics.json, metrics.md, per_video.csv and grid.png."""
+"""Writes a protocol's Results: metrics.json, metrics.md, per_video.csv and grid.png, and puts the
+table into README files between the markers of its protocol (`readme_markers`)."""
 
 import csv
 import json
 import math
 import os
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -12,6 +13,8 @@ from PIL import Image, ImageDraw
 from facegen_jax.evaluation.protocols import METRICS, Results
 
 OUTPUT_FILES = ("metrics.json", "metrics.md", "per_video.csv", "grid.png")
+# The counts before the metrics in every table and CSV row: frames scored, and frames left out.
+COUNTS = ("frames", "frames_without_face")
 
 
 def _columns(results: Results):
@@ -53,11 +56,12 @@ def to_markdown(results: Results, info: Dict[str, object]) -> str:
   cols = _columns(results)
   arrows = {"lower": "↓", "higher": "↑"}
   lines = [f"# {results.protocol}-reenactment at {results.resolution}x{results.resolution}", ""]
-  lines.append("| method | frames | " + " | ".join(f"{c} {arrows[METRICS[c]]}" for c in cols) + " |")
-  lines.append("|---" * (len(cols) + 2) + "|")
+  header = ["method", *COUNTS, *(f"{c} {arrows[METRICS[c]]}" for c in cols)]
+  lines.append("| " + " | ".join(header) + " |")
+  lines.append("|---" * len(header) + "|")
   for name in results.methods:
     row = results.summary[name]
-    lines.append(f"| {name} | {row['frames']} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+    lines.append("| " + " | ".join([name, *(_fmt(row[c]) for c in COUNTS), *(_fmt(row.get(c)) for c in cols)]) + " |")
   lines += ["", *(f"- {k}: {v}" for k, v in info.items())]
   if results.skipped:
     lines += ["", "Skipped:", *(f"- {s}" for s in results.skipped)]
@@ -66,6 +70,14 @@ def to_markdown(results: Results, info: Dict[str, object]) -> str:
 
 README_BEGIN = "<!-- evaluate.py table: begin (generated, do not edit) -->"
 README_END = "<!-- evaluate.py table: end -->"
+CROSS_README_BEGIN = "<!-- evaluate.py cross table: begin (generated, do not edit) -->"
+CROSS_README_END = "<!-- evaluate.py cross table: end -->"
+
+
+def readme_markers(protocol: str) -> Tuple[str, str]:
+  """The (begin, end) markers between which a `protocol` run writes its table: one pair per
+  protocol, so one README carries the self-reenactment and the cross-identity table."""
+  return (CROSS_README_BEGIN, CROSS_README_END) if protocol == "cross" else (README_BEGIN, README_END)
 
 
 def readme_block(markdown: str, command: str) -> str:
@@ -77,15 +89,17 @@ def readme_block(markdown: str, command: str) -> str:
   return "\n".join([f"**{title}**, written by `{command}`:", *body])
 
 
-def update_readme(path: str, block: str) -> str:
-  """Replaces the text between README_BEGIN and README_END in `path` with `block` (atomically)."""
+def update_readme(path: str, block: str, protocol: str = "self") -> str:
+  """Replaces the text between the markers of `protocol` (`readme_markers`) in `path` with `block`
+  (atomically); the rest of the file, other tables included, is kept."""
+  begin_marker, end_marker = readme_markers(protocol)
   with open(path) as f:
     text = f.read()
-  start, end = text.find(README_BEGIN), text.find(README_END)
+  start, end = text.find(begin_marker), text.find(end_marker)
   if start < 0 or end < start:
-    raise ValueError(f"{path} has no '{README_BEGIN}' ... '{README_END}' markers: add them where the "
-                     "evaluation table belongs")
-  new = text[:start + len(README_BEGIN)] + "\n" + block.rstrip("\n") + "\n" + text[end:]
+    raise ValueError(f"{path} has no '{begin_marker}' ... '{end_marker}' markers: add them where the "
+                     f"{protocol}-reenactment table belongs")
+  new = text[:start + len(begin_marker)] + "\n" + block.rstrip("\n") + "\n" + text[end:]
   tmp = path + ".partial"
   with open(tmp, "w") as f:
     f.write(new)
@@ -94,7 +108,10 @@ def update_readme(path: str, block: str) -> str:
 
 
 def write_csv(results: Results, path: str):
-  cols = ["video", "method", "frames"] + [c for c in _columns(results) if c != "fid"]
+  """One row per (clip, method): the counts, the metrics (FID is over all frames: summary only), then
+  what a per-source method reports per clip (`personalization_seconds`; empty on other rows)."""
+  cols = ["video", "method", *COUNTS] + [c for c in _columns(results) if c != "fid"]
+  cols += sorted({k for row in results.per_video for k in row} - set(cols))
   with open(path, "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
     writer.writeheader()
