@@ -15,7 +15,8 @@ ENTRY_POINTS = {
     "facegen-reenact": ["facegen_jax/inference/cli.py"],
     "experiments/reenact.py": ["facegen_jax/inference/cli.py"],
     **{f"experiments/{name}.py": [f"experiments/{name}.py"]
-       for name in ("train", "prepare_data", "evaluate", "export", "convert_vgg19", "migrate_config")},
+       for name in ("train", "prepare_data", "evaluate", "export", "convert_vgg19", "migrate_config",
+                    "write_model_card")},
     **{f"benchmarks/{name}.py": [f"benchmarks/{name}.py"]
        for name in ("run", "data_pipeline", "identity_net", "landmarks", "profile_convs", "reenact", "motion")},
 }
