@@ -29,6 +29,8 @@
 #                          hdtf_rd_radio2_woman,barack_obama,anne_hathaway]
 #   --resolution=N         evaluation crop size [128]
 #   --finetune_steps=N     the personalized row's fine-tuning steps (0 leaves the row out) [50]
+#   --max_frames=N         self-reenactment: frames read per clip ("" for all) [100]
+#   --cross_max_frames=N   cross-identity: frames read per driving clip [40]
 #   --heldout=DIR          where the held-out files are linked [workdirs/heldout]
 #   --output=DIR           evaluation output; the cross-identity one goes to DIR_cross [workdirs/demo_eval]
 #   --readme=FILE          the top-level README that also gets the tables ("" for none) [README.md]
@@ -51,12 +53,14 @@ INPUT=../shared/faces
 TEST_IDENTITIES=lp_d12_man,lp_d7_woman,pcavs_00015_man,hdtf_rd_radio2_woman,barack_obama,anne_hathaway
 RESOLUTION=128
 FINETUNE_STEPS=50
+MAX_FRAMES=100
+CROSS_MAX_FRAMES=40
 HELDOUT=workdirs/heldout
 OUTPUT=workdirs/demo_eval
 README=README.md
 GRID=docs/demo_grid.png
 DRY_RUN=0
-parse_flags "model spec input test_identities resolution finetune_steps heldout output readme grid" "$@"
+parse_flags "model spec input test_identities resolution finetune_steps max_frames cross_max_frames heldout output readme grid" "$@"
 if [ ${#POSITIONAL[@]} -gt 1 ]; then
   echo "evaluate_demo_model.sh: one model only, got ${POSITIONAL[*]}" >&2
   exit 2
@@ -80,6 +84,8 @@ COMPARE=()
 if [ -n "$SPEC" ]; then COMPARE=(--compare="motion-free model=$SPEC"); fi
 FINETUNE_FLAG=()
 if [ "$FINETUNE_STEPS" != 0 ]; then FINETUNE_FLAG=(--finetune_steps="$FINETUNE_STEPS"); fi
+MAX_FRAMES_FLAG=()
+if [ -n "$MAX_FRAMES" ]; then MAX_FRAMES_FLAG=(--max_frames="$MAX_FRAMES"); fi
 SELF_README=() CROSS_README=()
 flag=$(readme_flag "evaluate.py table: begin")
 if [ -n "$flag" ]; then SELF_README=("$flag"); fi
@@ -118,7 +124,7 @@ fi
 # 1. Self-reenactment.
 if [ -d "$INPUT/face_frames" ]; then VIDEOS=$INPUT; else VIDEOS=$HELDOUT/clips; fi
 run "$PY" experiments/evaluate.py --checkpoint="$MODEL" "${FINETUNE_FLAG[@]}" "${COMPARE[@]}" \
-  --videos="$VIDEOS" --output="$OUTPUT" --resolution="$RESOLUTION" "${SELF_README[@]}"
+  --videos="$VIDEOS" --output="$OUTPUT" --resolution="$RESOLUTION" "${MAX_FRAMES_FLAG[@]}" "${SELF_README[@]}"
 
 # 2. Cross-identity, when some source and some clip are of different people.
 CROSS=0
@@ -130,7 +136,7 @@ done
 if [ "$CROSS" = 1 ]; then
   run "$PY" experiments/evaluate.py --checkpoint="$MODEL" "${COMPARE[@]}" --protocol=cross \
     --sources="$HELDOUT/sources" --videos="$HELDOUT/clips" --motion=relative --output="${OUTPUT}_cross" \
-    --resolution="$RESOLUTION" "${CROSS_README[@]}"
+    --resolution="$RESOLUTION" --max_frames="$CROSS_MAX_FRAMES" "${CROSS_README[@]}"
 elif [ -d "$INPUT/face_frames" ]; then
   echo "evaluate_demo_model.sh: $INPUT is a prepared dataset (no photos or clips): no cross-identity table" >&2
 else

@@ -22,6 +22,8 @@ Evaluation section at the end). A rerun replaces the section and adds nothing. E
   command (the recipe, experiments/train_demo_model.sh, runs it right after training).
 """
 
+import collections
+import csv
 import datetime
 import hashlib
 import json
@@ -147,7 +149,22 @@ def data_facts(input_dir, data_dir, resolution) -> dict:
     facts["files_by_split"], facts["files_from"] = _files_of_inputs(input_dir, split, skipped), "input"
   elif metadata:
     facts["files_by_split"], facts["files_from"] = _files_of_metadata(metadata), "metadata"
+  facts["train_licenses"] = _training_licenses(input_dir, facts["files_by_split"] or {})
   return facts
+
+
+def _training_licenses(input_dir, by_split) -> dict:
+  """{license: number of training files} from MANIFEST.tsv's filename and repo_license columns."""
+  path = os.path.join(input_dir or "", "MANIFEST.tsv")
+  if not input_dir or not os.path.isfile(path):
+    return {}
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f, delimiter="\t"))
+  if not rows or "filename" not in rows[0] or "repo_license" not in rows[0]:
+    return {}
+  license_of = {row["filename"]: row["repo_license"] for row in rows}
+  names = [pathlib.PurePosixPath(str(rel)).name for rel, _, _ in by_split.get("train", [])]
+  return dict(collections.Counter(license_of.get(n, "not in MANIFEST.tsv") for n in names).most_common())
 
 
 def machine_facts() -> dict:
@@ -203,6 +220,9 @@ def _data_lines(facts: dict) -> list:
     counted = "" if facts["files_from"] == "input" else "; a clip: a file with more than one frame"
     lines.append(f"- used in training: {_count(len(train), 'file')} ({_count(clips, 'clip')}, "
                  f"{_count(len(train) - clips, 'photo')}{counted}) of {_count(len(people), 'identity', 'identities')}")
+  if facts.get("train_licenses"):
+    lines.append("- licenses of the training files (MANIFEST.tsv `repo_license`): "
+                 + ", ".join(f"{k} {v}" for k, v in facts["train_licenses"].items()))
   if summary:
     lines += [f"- prepared dataset: `{facts['data_dir']}` (`summary.json` of experiments/prepare_data.py):", "",
               "| split | identities | files | frames |", "|---|---|---|---|"]

@@ -25,7 +25,7 @@ def get_config():
   c = base_config()
   c.resolution = 128
   c.global_batch_size = 8
-  c.num_train_steps = 6000
+  c.num_train_steps = 4000
   c.model.base_features = 32
   c.model.max_features = 256
   c.model.hidden_features = 64
