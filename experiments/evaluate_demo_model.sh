@@ -42,7 +42,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 source experiments/recipe_commands.sh  # parse_flags, quoted, run
-SAMPLE_PHOTO=sample_data/jianzhu_guo__3ddfa_v2__JianzhuGuo.jpg
+SAMPLE_PHOTO=sample_data/barack_obama__face_recognition__obama.jpg
 SAMPLE_CLIP=sample_data/lp_d12_man__liveportrait__d12.mp4
 VIDEO_EXT=" mp4 avi mov mkv webm m4v "  # as VIDEO_EXTENSIONS and IMAGE_EXTENSIONS of facegen_jax/data/prepare.py
 IMAGE_EXT=" jpg jpeg png bmp webp "

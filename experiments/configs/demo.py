@@ -1,15 +1,16 @@
 """Demo config: 128x128 on the bundled sample data (sample_data/), trainable on a 2-core CPU.
 
-Commands (experiments/train_demo_model.sh runs them, then exports, evaluates and draws the picture):
+Commands (`experiments/train_demo_model.sh --input=sample_data --test_identities=lp_d12_man,barack_obama
+--config=experiments/configs/demo.py --data_dir=workdirs/sample_tfds --workdir=workdirs/demo_model
+--out=workdirs/demo_model_export --spec_out= --readme= --grid=` runs them, then exports and evaluates):
   python experiments/prepare_data.py --input=sample_data --output=workdirs/sample_tfds --resolution=128 \
-      --test_identities=lp_d12_man
+      --test_identities=lp_d12_man,barack_obama
   python experiments/train.py --config=experiments/configs/demo.py --workdir=workdirs/demo_model
 Expected cost on this project's 2-core CPU: about 1 step/s (identity and perceptual losses
 through the Flax dlib face-recognition ResNet included), so the 4000 steps take about 70 minutes.
-The shipped weights in weights/demo_128/ come from exactly this config, through
-experiments/train_demo_model.sh. Expected result: a generator that renders the bundled training people in
-new poses, blurry, and does not generalise to unseen faces (a demo, not a product: 6 files of 5
-people; lp_d12_man is held out).
+The shipped weights (weights/demo_128/) come from experiments/configs/faces.py, the same model
+trained on every identity of the shared face set; this config is the recipe a fresh clone can run
+on its own files (6 files of 5 people for training; lp_d12_man and barack_obama are held out).
 """
 
 from facegen_jax.train.base_config import base_config
