@@ -92,11 +92,12 @@ def read_events(path) -> list:
 
 def training_runs(workdir) -> list:
   """One dict per run of train.py in `workdir` (an event file each): start and end (seconds since
-  the epoch, its first and last event) and the last step it logged; oldest first."""
+  the epoch, its first and last event) and the last step it logged; oldest first. A run that
+  trained no step (a finished workdir started again) is left out."""
   runs = []
   for path in sorted(pathlib.Path(workdir, "tensorboard").glob("events.out.tfevents.*")):
     events = read_events(path)
-    if events:
+    if events and max(s for _, s in events) > 0:
       runs.append({"file": path.name, "start": min(t for t, _ in events), "end": max(t for t, _ in events),
                    "last_step": max(s for _, s in events)})
   return sorted(runs, key=lambda r: r["start"])
