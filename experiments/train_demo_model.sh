@@ -40,8 +40,9 @@
 #   --grid=FILE            the picture ("" skips it) [docs/demo_grid.png]
 #   --dry_run              print every command instead of running it
 # The bundled-sample recipe (experiments/configs/demo.py):
-#   bash experiments/train_demo_model.sh --input=sample_data --test_identities=lp_d12_man \
-#     --config=experiments/configs/demo.py --data_dir=workdirs/sample_tfds --workdir=workdirs/demo_model
+#   bash experiments/train_demo_model.sh --input=sample_data --test_identities=lp_d12_man,barack_obama \
+#     --config=experiments/configs/demo.py --data_dir=workdirs/sample_tfds --workdir=workdirs/demo_model \
+#     --out=workdirs/demo_model_export --spec_out=workdirs/demo_model_spec_export --readme= --grid=
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
