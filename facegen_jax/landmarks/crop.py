@@ -180,3 +180,56 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, resolution, expand: floa
   """Per-photo crop: `(crop uint8 [R, R, 3], landmarks in crop coordinates [68, 2], transform)`."""
   crop, transform = crop_and_resize(image, photo_crop_box(landmarks, expand), resolution, pad_mode)
   return crop, transform.apply(landmarks), transform
+
+
+@dataclasses.dataclass(frozen=True)
+class Similarity:
+  """`crop = matrix @ [x, y, 1]` for landmark coordinates (pixel centres): a scale, a rotation and a
+  shift from an original image into a crop of `resolution` `(H, W)`, and back (`invert`).
+
+  `Similarity.of(transform)` is the rotation-free similarity of a `CropTransform` (the square boxes
+  of `photo_crop_box` / `video_crop_box` that data preparation and the generator use); a rotated
+  one comes from `Similarity.about`. Paste-back takes either (facegen_jax/inference/paste_back.py).
+  """
+  matrix: Tuple[Tuple[float, float, float], Tuple[float, float, float]]
+  resolution: Tuple[int, int]
+
+  @classmethod
+  def of(cls, transform: CropTransform) -> "Similarity":
+    """The similarity of `transform.apply` (scale `(sx, sy)`, no rotation)."""
+    (sx, sy), (x0, y0) = transform.scale, transform.box[:2]
+    return cls(((float(sx), 0.0, float((0.5 - x0) * sx - 0.5)), (0.0, float(sy), float((0.5 - y0) * sy - 0.5))),
+               tuple(int(v) for v in transform.resolution))
+
+  @classmethod
+  def about(cls, center, side: float, angle: float, resolution: int) -> "Similarity":
+    """The square crop of side `side` original pixels centred on `center` (x, y) whose axes are the
+    image's turned by `angle` radians: `crop = half + s * R(angle) @ (p - center)`, `s` =
+    `resolution / side`, `R` the rotation matrix `[[cos, -sin], [sin, cos]]` in (x, y-down) axes."""
+    s = resolution / side
+    cos, sin = s * np.cos(angle), s * np.sin(angle)
+    half = (resolution - 1) / 2
+    cx, cy = (float(v) for v in center)
+    row0 = (float(cos), float(-sin), float(half - cos * cx + sin * cy))
+    row1 = (float(sin), float(cos), float(half - sin * cx - cos * cy))
+    return cls((row0, row1), (int(resolution), int(resolution)))
+
+  @property
+  def linear(self) -> np.ndarray:
+    """The `[2, 2]` scale-and-rotation part."""
+    return np.asarray(self.matrix, np.float64)[:, :2]
+
+  @property
+  def scale(self) -> float:
+    """Crop pixels per original pixel (the geometric mean of the two axes)."""
+    return float(np.sqrt(abs(np.linalg.det(self.linear))))
+
+  def apply(self, points: np.ndarray) -> np.ndarray:
+    """Original-image coordinates `[..., 2]` -> crop coordinates (float32)."""
+    m = np.asarray(self.matrix, np.float64)
+    return (np.asarray(points, np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
+
+  def invert(self, points: np.ndarray) -> np.ndarray:
+    """Crop coordinates `[..., 2]` -> original-image coordinates (float32)."""
+    m = np.asarray(self.matrix, np.float64)
+    return ((np.asarray(points, np.float64) - m[:, 2]) @ np.linalg.inv(m[:, :2]).T).astype(np.float32)
