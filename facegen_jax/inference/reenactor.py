@@ -89,6 +89,9 @@ class Reenactor:
       model was trained on; prepare_data uses the same default).
   """
 
+  # Paste-back matches the colours of the face region to the source photo's (paste_back.match_colors).
+  color_match: bool = False
+
   def __init__(self, model: GeneratorModel, detector=None, crop_scale: float = 1.8):
     self.model = model
     self.resolution = model.resolution
@@ -152,7 +155,11 @@ class Reenactor:
     if blend:  # mask 3 from the landmarks of the output itself, found where they were asked for
       found = self.detector.landmarks_in_box(face, self.detector.box_from_landmarks(landmarks))
       face = detail_blend.detail_blend(face, source.crop, found, source.landmarks)
-    return pb.paste_back(source.image, face, source.transform.box) if paste_back else face
+    if not paste_back:
+      return face
+    # The mask covers the source face and the generated one, so neither shows beside the other.
+    return pb.paste_back(source.image, face, source.transform, [source.landmarks, landmarks],
+                         color_match=self.color_match)
 
   # Images ------------------------------------------------------------------------------------
   def reenact_image(self, source_image: np.ndarray, driving_image: np.ndarray, *, blend: bool = False,
