@@ -64,7 +64,7 @@ def main(argv):
       FLAGS.input, FLAGS.output, options, test_fraction=FLAGS.test_fraction, test_identities=FLAGS.test_identities,
       workers=FLAGS.workers, retry_skipped=FLAGS.retry_skipped, beam=FLAGS.beam,
       beam_options=shlex.split(FLAGS.beam_options))
-  prepare.log_skipped_and_notes(summary, os.path.join(FLAGS.output, "summary.json"))
+  prepare.log_skipped_and_notes(summary, os.path.join(FLAGS.output, prepare.SUMMARY_FILE))
   brief = {k: summary[k] for k in ("dataset_dir", "files", "frames", "identities", "splits", "dataset_rebuilt")}
   print(json.dumps(brief, indent=1))
 

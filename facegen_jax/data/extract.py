@@ -15,6 +15,7 @@ import functools
 import numpy as np
 
 from facegen_jax.data import frames as frames_lib
+from facegen_jax.io import images as images_lib
 from facegen_jax.landmarks import crop as crop_lib
 from facegen_jax.landmarks import detectors
 from facegen_jax.landmarks import masks as masks_lib
@@ -83,7 +84,7 @@ def prepare_file(inp, options):
     frame_numbers = numbers[found]
   else:
     try:
-      image = detectors.load_image(inp.path)
+      image = images_lib.load_image(inp.path)
     except (ValueError, OSError) as e:
       return skip(frames_lib.SKIP_UNREADABLE, str(e))
     faces = detector.detect(image)

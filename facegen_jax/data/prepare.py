@@ -12,13 +12,16 @@ Steps:
    path, size, mtime and the options, so a rerun only processes new or changed files. Unexpected
    errors are reported as `error` and not cached (a rerun retries them; "skipped" verdicts such as
    `no face` are cached and only retried with `retry_skipped`).
-3. The dataset is built from the cache into a temporary folder inside `<output>` and moved into
-   place (`<output>/face_frames/r<R>/<version>`) only when complete; a failed build leaves the
-   previous dataset (or nothing) behind, never a half-written split. If the cached files and
-   split options did not change since the last build, the build is skipped.
-4. `<output>/summary.json`: counts (files, frames, identities, per split) and every skipped
-   file with its reason (`unreadable`, `no face`, `too small`, `error`) and detail, and notes
-   (several faces: the largest was taken; frames without a face dropped).
+3. The dataset is built from the cache into a temporary folder inside `<output>` (`.build-*`) and
+   moved into place (`<output>/face_frames/r<R>/<version>`) only when complete; a failed build
+   leaves the previous dataset (or nothing) behind, never a half-written split, and the next run
+   removes the temporary folders of a killed one. If the cached files and split options did not
+   change since the last build, the build is skipped.
+4. `<output>/summary.json`, written by every run (also when no file was usable: then there is no
+   dataset and `prepare_dataset` raises ValueError pointing at it): counts (files, frames,
+   identities, per split) and every skipped file with its reason (`unreadable`, `no face`,
+   `too small`, `error`) and detail, and notes (several faces: the largest was taken; frames
+   without a face dropped).
 
 Scale-out (`beam=True`): the per-file work runs inside the TFDS Apache Beam pipeline instead of
 the local pool (each Beam worker processes files and fills the same cache if it is on a shared
@@ -62,6 +65,7 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SKIP_ERROR = "error"  # an unexpected failure (not cached; retried on the next run)
 BEAM_LOST_DETAIL = "error during Beam processing (see the worker logs); rerun to retry"
+SUMMARY_FILE = "summary.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +243,7 @@ def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOpti
   start = time.time()
   output = pathlib.Path(output_dir)
   output.mkdir(parents=True, exist_ok=True)
+  remove_stale_builds(output)
   inputs = find_inputs(input_dir)
   if not inputs:
     raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) or images ({', '.join(IMAGE_EXTENSIONS)}) "
@@ -291,8 +296,12 @@ def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOpti
     ok = sorted((k for k, m in metas.items() if m["status"] == "ok" and m["num_frames"] > 0),
                 key=lambda k: metas[k]["source"])
     if not ok:
+      summary = _summary(inputs, metas, None, processed=processed, cached=cached, built=False,
+                         seconds=time.time() - start)
+      _write_json(output / SUMMARY_FILE, summary)
+      log_skipped_and_notes(summary, output / SUMMARY_FILE)
       raise ValueError(f"none of the {len(inputs)} input files under {input_dir} gave a usable face; "
-                       f"see the skipped files in {output / 'summary.json'}")
+                       f"see the skipped files and their reasons in {output / SUMMARY_FILE}")
     entries = [tfds_builder.CachedFrames(str(cache.root), k, metas[k]["identity"], metas[k]["video_id"],
                                          metas[k]["num_frames"]) for k in ok]
     fingerprint = hashlib.sha256(json.dumps([ok, sorted(config.test_identities)]).encode()).hexdigest()
@@ -300,10 +309,23 @@ def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOpti
     built = builder_dir is None
     if built:
       builder_dir = _build(output, config, entries, beam=False, beam_options=(), fingerprint=fingerprint)
-  summary = _summary(inputs, keys, metas, builder_dir, processed=processed, cached=cached, built=built,
+  summary = _summary(inputs, metas, builder_dir, processed=processed, cached=cached, built=built,
                      seconds=time.time() - start)
-  _write_json(output / "summary.json", summary)
+  _write_json(output / SUMMARY_FILE, summary)
   return summary
+
+
+def read_summary(output_dir) -> dict:
+  """The `summary.json` of the last run of `prepare_dataset` into `output_dir`."""
+  return json.loads((pathlib.Path(output_dir) / SUMMARY_FILE).read_text())
+
+
+def remove_stale_builds(output: pathlib.Path) -> None:
+  """Deletes the temporary folders (`.build-*`, `.old-*`) a killed build left in `output`."""
+  for stale in sorted(output.glob(".build-*")) + sorted(output.glob(".old-*")):
+    if stale.is_dir():
+      logging.info("removing %s, left by an interrupted build", stale)
+      shutil.rmtree(stale, ignore_errors=True)
 
 
 def _existing_build(output: pathlib.Path, config, fingerprint: str) -> Optional[pathlib.Path]:
@@ -361,9 +383,11 @@ def _build(output: pathlib.Path, config, entries, *, beam: bool, beam_options: S
   return final
 
 
-def _summary(inputs, keys, metas, builder_dir, *, processed, cached, built, seconds) -> dict:
+def _summary(inputs, metas, builder_dir: Optional[pathlib.Path], *, processed, cached, built, seconds) -> dict:
+  """The summary of a run; `builder_dir` None when no file was usable (no dataset: no splits)."""
   by_rel = {m["source"]: m for m in metas.values()}
-  info = json.loads((builder_dir / "metadata.json").read_text())
+  info = json.loads((builder_dir / "metadata.json").read_text()) if builder_dir is not None else {
+      "splits": {}, "identity_split": {}}
   ok = [m for m in by_rel.values() if m["status"] == "ok"]
   skipped = [{"file": m["source"], "reason": m["reason"], "detail": m["detail"]}
              for m in sorted(by_rel.values(), key=lambda m: m["source"]) if m["status"] == "skipped"]
@@ -373,9 +397,8 @@ def _summary(inputs, keys, metas, builder_dir, *, processed, cached, built, seco
   reasons = {}
   for s in skipped:
     reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
-  del keys
   return {
-      "dataset_dir": str(builder_dir),
+      "dataset_dir": str(builder_dir) if builder_dir is not None else None,
       "files": {"found": len(inputs), "videos": sum(i.is_video for i in inputs),
                 "photos": sum(not i.is_video for i in inputs), "processed_now": processed, "from_cache": cached,
                 "used": len(ok), "skipped": len(skipped), "skipped_by_reason": reasons},

@@ -27,8 +27,9 @@ import warnings
 from typing import List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from facegen_jax.io.images import load_image  # noqa: F401  (re-exported: the one image loader)
 from facegen_jax.landmarks.crop import crop_and_resize
 
 Box = Tuple[float, float, float, float]
@@ -79,37 +80,6 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 
 def _sorted_faces(faces: Sequence[Face]) -> List[Face]:
   return sorted(faces, key=lambda f: -f.area)
-
-
-def load_image(path: str) -> np.ndarray:
-  """Reads an image file as uint8 RGB `[H, W, 3]`.
-
-  EXIF orientation is applied; RGBA / palette images with transparency are composited onto white;
-  grayscale (8 or 16 bit) is replicated to 3 channels.
-
-  Raises:
-    FileNotFoundError: `path` does not exist.
-    ValueError: the file is not a readable image (corrupt, truncated, unknown format).
-  """
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"image {path} does not exist")
-  try:
-    with Image.open(path) as im:
-      im.load()
-      im = ImageOps.exif_transpose(im)
-      if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, np.float64)
-        im = Image.fromarray(np.clip(arr * (255.0 / max(arr.max(), 1.0)), 0, 255).astype(np.uint8))
-      if im.mode == "P" or im.mode == "LA" or im.mode == "PA":
-        im = im.convert("RGBA")
-      if im.mode == "RGBA":
-        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(white, im)
-      rgb = np.asarray(im.convert("RGB"), np.uint8)
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-    raise ValueError(f"cannot read image {path}: {e}. Is it a complete JPEG/PNG/BMP/WebP file?") from e
-  return np.ascontiguousarray(rgb)
 
 
 # --------------------------------------------------------------------------------------------
