@@ -1,4 +1,9 @@
-"""Video reading and writing with PyAV, keeping the driving clip's frame rate and audio track."""
+"""Video reading and writing with PyAV, keeping the driving clip's frame rate and audio track.
+
+Clips are read as they are displayed: a display rotation (the display matrix phones write for
+portrait video, or ffmpeg's `-display_rotation`) is applied to every decoded frame, and `probe`
+reports the displayed size. Written clips carry no rotation (their frames are upright).
+"""
 
 import dataclasses
 import fractions
@@ -15,7 +20,8 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
   """What a clip is: frame rate (exact fraction), frame count (estimated when the container
-  does not say), size, and whether it carries an audio track."""
+  does not say), size as displayed (after `rotation`), whether it carries an audio track, and the
+  display rotation (degrees counterclockwise, a multiple of 90) the reader applies."""
 
   path: str
   fps: fractions.Fraction
@@ -23,6 +29,7 @@ class VideoInfo:
   width: int
   height: int
   has_audio: bool
+  rotation: int = 0
 
 
 def _open(path: str):
@@ -39,8 +46,22 @@ def _open(path: str):
   return container
 
 
+def _quarter_turns(frame) -> int:
+  """The frame's display rotation in counterclockwise quarter turns (0..3)."""
+  degrees = getattr(frame, "rotation", 0) or 0
+  return int(round(float(degrees) / 90.0)) % 4
+
+
+def _upright(frame) -> np.ndarray:
+  """`[H, W, 3]` uint8 RGB of a decoded frame, as displayed."""
+  image = frame.to_ndarray(format="rgb24")
+  turns = _quarter_turns(frame)
+  return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
 def probe(path: str) -> VideoInfo:
-  """Reads a clip's VideoInfo without decoding it."""
+  """Reads a clip's VideoInfo, decoding at most its first frame (for the display rotation)."""
+  import av  # pylint: disable=import-outside-toplevel
   container = _open(path)
   try:
     stream = container.streams.video[0]
@@ -48,15 +69,22 @@ def probe(path: str) -> VideoInfo:
     frames = stream.frames
     if not frames and stream.duration is not None and stream.time_base is not None:
       frames = int(round(float(stream.duration * stream.time_base) * float(fps)))
-    return VideoInfo(path, fractions.Fraction(fps), int(frames or 0), stream.codec_context.width,
-                     stream.codec_context.height, bool(container.streams.audio))
+    try:
+      turns = _quarter_turns(next(container.decode(video=0)))
+    except (StopIteration, av.error.FFmpegError):  # pylint: disable=no-member  # read_frames reports it
+      turns = 0
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if turns % 2:
+      width, height = height, width
+    return VideoInfo(path, fractions.Fraction(fps), int(frames or 0), width, height, bool(container.streams.audio),
+                     rotation=90 * turns)
   finally:
     container.close()
 
 
 def read_frames(path: str, max_frames: Optional[int] = None) -> Iterator[np.ndarray]:
-  """Yields the clip's frames as `[H, W, 3]` uint8 RGB. A clip that fails to decode raises
-  ValueError naming the file and the frame."""
+  """Yields the clip's frames as `[H, W, 3]` uint8 RGB, as displayed (display rotation applied).
+  A clip that fails to decode raises ValueError naming the file and the frame."""
   import av  # pylint: disable=import-outside-toplevel
   container = _open(path)
   count = 0
@@ -64,7 +92,7 @@ def read_frames(path: str, max_frames: Optional[int] = None) -> Iterator[np.ndar
     for frame in container.decode(video=0):
       if max_frames is not None and count >= max_frames:
         return
-      yield frame.to_ndarray(format="rgb24")
+      yield _upright(frame)
       count += 1
   except av.error.FFmpegError as e:  # pylint: disable=no-member
     raise ValueError(f"video {path} is damaged: decoding failed after frame {count}: {e}") from e
