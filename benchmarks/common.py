@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts: configs, model set-up, timing, XLA cost analysis."""
 
 import importlib.util
+import os
 import pathlib
 import time
 
@@ -113,3 +114,18 @@ def numpy_matmul_peak(n: int = 1536, repeats: int = 5) -> float:
   rng = np.random.default_rng(0)
   a, b = rng.normal(size=(n, n)).astype(np.float32), rng.normal(size=(n, n)).astype(np.float32)
   return 2.0 * n**3 / best_time(lambda: a @ b, repeats)
+
+
+def write_section(path: str, begin: str, end: str, title: str, body: str) -> None:
+  """Replaces the lines from `begin` to `end` of the markdown file `path` with `title` and `body`
+  (appends the section where the markers are absent); written atomically."""
+  text = open(path).read() if os.path.exists(path) else ""
+  section = f"{begin}\n## {title}\n{body}\n{end}"
+  if begin in text and end in text:
+    text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
+  else:
+    text = text.rstrip("\n") + "\n\n" + section + "\n"
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)

@@ -92,16 +92,7 @@ def table(results) -> str:
 
 
 def write_section(path: str, body: str) -> None:
-  text = open(path).read() if os.path.exists(path) else ""
-  section = (f"{BEGIN}\n## Cost of the landmark-driven motion (`benchmarks/motion.py`)\n{body}\n{END}")
-  if BEGIN in text and END in text:
-    text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-  else:
-    text = text.rstrip("\n") + "\n\n" + section + "\n"
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  common.write_section(path, BEGIN, END, "Cost of the landmark-driven motion (`benchmarks/motion.py`)", body)
 
 
 def main(argv):

@@ -1,7 +1,8 @@
 """Trains facegen-jax: `python experiments/train.py --config=experiments/configs/tiny.py --workdir=DIR`.
 
-Everything (checkpoints, config.json, TensorBoard events, sample grids) goes to --workdir; run
-the same command again to resume. Override any config value with `--config.key=value`; an
+Everything (checkpoints, config.json, TensorBoard events, sample grids, the evaluations of
+`--config.eval_every_steps` in metrics.jsonl) goes to --workdir; run the same command again to
+resume. Override any config value with `--config.key=value`; an
 unknown key is an error.
 """
 
@@ -55,9 +56,10 @@ def main(argv):
         coordinator_address=FLAGS.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None,
         num_processes=FLAGS.num_processes if FLAGS.num_processes is not None else env_int("JAX_NUM_PROCESSES"),
         process_id=FLAGS.process_id if FLAGS.process_id is not None else env_int("JAX_PROCESS_ID"))
+  from facegen_jax.evaluation import during_training  # pylint: disable=import-outside-toplevel
   from facegen_jax.train import loop  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.INFO)
-  loop.train(FLAGS.config, FLAGS.workdir)
+  loop.train(FLAGS.config, FLAGS.workdir, make_evaluator=during_training.Evaluator)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ ENTRY_POINTS = {
        for name in ("train", "prepare_data", "evaluate", "export", "convert_vgg19", "migrate_config",
                     "write_model_card")},
     **{f"benchmarks/{name}.py": [f"benchmarks/{name}.py"]
-       for name in ("run", "data_pipeline", "identity_net", "landmarks", "profile_convs", "reenact", "motion")},
+       for name in ("run", "data_pipeline", "identity_net", "landmarks", "profile_convs", "reenact", "motion",
+                    "host_sync")},
 }
 ABSL_FLAG = re.compile(r"DEFINE_\w+\(\s*\"(\w+)\"")
 ARGPARSE_ARGUMENT = re.compile(r"add_argument\(\s*\"(-{0,2}[\w-]+)\"")

@@ -91,4 +91,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.image_every_steps = 500
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
+  # Evaluation of the EMA generator during training (self-reenactment L1, PSNR, SSIM on the data's
+  # test split; facegen_jax/evaluation/during_training.py) every this many steps and at the last
+  # one, into TensorBoard and <workdir>/metrics.jsonl; 0 = none.
+  c.eval_every_steps = 0
+  c.eval_num_samples = 64  # test pairs scored per evaluation (rounded up to whole global batches)
+  c.profile_steps = ""  # "FIRST-LAST" (e.g. "100-105"): a jax.profiler trace of those steps in <workdir>/profile
   return c

@@ -1,4 +1,11 @@
-"""`train(config, workdir)`: the training job, resumable from its workdir."""
+"""`train(config, workdir)`: the training job, resumable from its workdir.
+
+The host never waits for the device on a step that does not log: each step's metrics stay on
+the device (`_PendingMetrics`) and are fetched together every `config.log_every_steps`, and
+before a checkpoint, an evaluation or a SIGTERM save, where the NaN stop checks every step of
+the window (so a checkpoint is only written once every step before it was finite). Image grids
+are copied and written on a background thread (`summaries.Summaries.images`).
+"""
 
 import json
 import os
@@ -23,6 +30,33 @@ from facegen_jax.train.step import LossNets, make_train_step
 
 class NonFiniteLossError(RuntimeError):
   """A loss became NaN or infinite; the last checkpoint on disk is the last good state."""
+
+
+class _PendingMetrics:
+  """The metrics of the steps since the last fetch, still on the device."""
+
+  def __init__(self):
+    self._steps, self._metrics = [], []
+
+  def add(self, step: int, metrics: dict) -> None:
+    self._steps.append(step)
+    self._metrics.append(metrics)
+
+  def fetch(self, checkpoint_dir, latest_checkpoint) -> dict:
+    """One device-to-host transfer of every pending step's metrics; the newest step's as floats.
+
+    Raises NonFiniteLossError naming the first step with a non-finite value.
+    """
+    host = jax.device_get(self._metrics)
+    steps = self._steps
+    self._steps, self._metrics = [], []
+    for step, metrics in zip(steps, host):
+      bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
+      if bad:
+        raise NonFiniteLossError(
+            f"non-finite {bad} at step {step}; stopped. The newest checkpoint in {checkpoint_dir} "
+            f"(step {latest_checkpoint()}) is the last good state. Lower the learning rates or check the data.")
+    return {k: float(v) for k, v in host[-1].items()} if host else {}
 
 
 def create_data_iterator(config: ml_collections.ConfigDict):
@@ -97,11 +131,22 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
       f.write(config.to_json_best_effort(indent=2))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train(config: ml_collections.ConfigDict, workdir: str, make_evaluator=None) -> dict:
   """Trains `config` in `workdir` (resuming from its newest checkpoint) for config.num_train_steps.
+
+  `make_evaluator(config, mesh)` builds the evaluation run every `config.eval_every_steps` and at
+  the last step (experiments/train.py passes `facegen_jax.evaluation.during_training.Evaluator`):
+  an object with `reference() -> dict` (numbers written once for comparison) and
+  `__call__(variables) -> dict` (the scores of the EMA generator `{"params", "batch_stats"}`).
+  Its rows go to TensorBoard and `<workdir>/metrics.jsonl` (`summaries.MetricsLog`).
 
   Returns the metrics of the last step (floats).
   """
+  if int(config.get("eval_every_steps", 0)) > 0 and make_evaluator is None:
+    raise ValueError(f"config.eval_every_steps={config.eval_every_steps} but no evaluator was given: call "
+                     "train(config, workdir, make_evaluator=facegen_jax.evaluation.during_training.Evaluator) "
+                     "(experiments/train.py does), or set config.eval_every_steps=0")
+  profile = summaries.ProfileWindow(config.get("profile_steps", ""), os.path.join(workdir, "profile"))
   summaries.quiet_library_logs()
   for name, path in (("--workdir", workdir), ("config.data.data_dir", str(config.data.get("data_dir", "")))):
     if "://" in path:
@@ -141,6 +186,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   summ = summaries.Summaries(workdir, config.num_train_steps, enabled=jax.process_index() == 0)
   summ.start(start_step)
+  evaluator, eval_every = None, int(config.get("eval_every_steps", 0))
+  if eval_every > 0:
+    evaluator = make_evaluator(config, mesh)
+    eval_log = summaries.MetricsLog(workdir, start_step, summ)
+    eval_log.reference(evaluator.reference)
+  pending = _PendingMetrics()
   prefetch = _Prefetch(data_iter)
   last = {}
   step = start_step
@@ -152,26 +203,34 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if first:
         batch_lib.validate_batch(host_batch, config.resolution, factory.mask_channels(config))
         first = False
-      new_state, metrics, images = train_step(state, sharding.shard_batch(host_batch, mesh), frozen)
-      metrics = jax.device_get(metrics)
-      if not all(np.isfinite(v) for v in metrics.values()):
-        bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
-        raise NonFiniteLossError(
-            f"non-finite {bad} at step {step + 1}; stopped. The newest checkpoint in {manager.directory} "
-            f"(step {manager.latest_step()}) is the last good state. Lower the learning rates or check the data.")
-      state, data_state, step, last = new_state, next_data_state, step + 1, metrics
-      if step % config.log_every_steps == 0 or step == config.num_train_steps:
-        summ.scalars(step, metrics)
-      if config.image_every_steps and (step % config.image_every_steps == 0 or step == config.num_train_steps):
-        summ.images(step, summaries.image_grid(host_batch, sharding.process_local(images)))
-      if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
+      profile.before(step + 1)
+      state, metrics, images = train_step(state, sharding.shard_batch(host_batch, mesh), frozen)
+      data_state, step = next_data_state, step + 1
+      pending.add(step, metrics)
+      profile.after(step, metrics)
+      final = step == config.num_train_steps
+      log = step % config.log_every_steps == 0 or final
+      save = step % config.checkpoint_every_steps == 0 or final
+      evaluate = evaluator is not None and (step % eval_every == 0 or final)
+      stop = stop_requested.is_set()
+      if log or save or evaluate or stop:  # the only steps that wait for the device
+        last = pending.fetch(manager.directory, manager.latest_step)
+      if log:
+        summ.scalars(step, last)
+      if config.image_every_steps and (step % config.image_every_steps == 0 or final):
+        summ.images(step, host_batch, images)
+      if evaluate:
+        eval_log.evaluation(step, evaluator({"params": state.ema_params,
+                                             "batch_stats": state.g_vars["batch_stats"]}))
+      if save:
         checkpointing.save(manager, state, data_state)
-      if stop_requested.is_set():
+      if stop:
         logging.warning("SIGTERM: saving step %d and exiting", step)
         checkpointing.save(manager, state, data_state)
         break
   finally:
     prefetch.close()
+    profile.close()
     manager.wait_until_finished()
     summ.close()
     if previous_handler is not None:
