@@ -14,8 +14,8 @@ convolution's forward pass and both gradients as oneDNN primitives inside the ji
 
 The dispatcher (`facegen_jax.models.conv`) decides which convolutions come here. The C++ handlers
 (`onednn_conv.cc`) are compiled with g++ on first use (once per source and jaxlib) against
-jaxlib's FFI headers and the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels (setup.cfg
-installs them on Linux x86_64), and cached under `$FACEGEN_CACHE_DIR` (default
+jaxlib's FFI headers and the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels (setup.cfg's
+`cpu` extra installs them on Linux x86_64), and cached under `$FACEGEN_CACHE_DIR` (default
 `$XDG_CACHE_HOME/facegen_jax` or `~/.cache/facegen_jax`). `available()` says whether that worked
 and `unavailable_reason()` why not; the dispatcher then falls back to the XLA formulations of
 `conv/xla_rewrites.py`, with a warning.
