@@ -9,11 +9,13 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "facegen-reenact")
+CONSOLE_SCRIPTS = ("facegen-reenact", "facegen-app")
 # entry point (a script of the repository, or the console script) -> the files defining its flags
 ENTRY_POINTS = {
     "facegen-reenact": ["facegen_jax/inference/cli.py"],
     "experiments/reenact.py": ["facegen_jax/inference/cli.py"],
+    "facegen-app": ["facegen_jax/inference/app.py"],
+    "experiments/app.py": ["facegen_jax/inference/app.py"],
     **{f"experiments/{name}.py": [f"experiments/{name}.py"]
        for name in ("train", "prepare_data", "evaluate", "export", "convert_vgg19", "migrate_config",
                     "write_model_card")},
@@ -39,10 +41,11 @@ def test_every_entry_point_defines_flags():
 
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
 def test_help_lists_every_flag(entry):
-  if entry == "facegen-reenact":
-    if not os.path.exists(CONSOLE_SCRIPT):
-      pytest.skip(f"{CONSOLE_SCRIPT} is not installed (pip install -e .)")
-    command = [CONSOLE_SCRIPT, "--help"]
+  if entry in CONSOLE_SCRIPTS:
+    script = os.path.join(os.path.dirname(sys.executable), entry)
+    if not os.path.exists(script):
+      pytest.skip(f"{script} is not installed (pip install -e .)")
+    command = [script, "--help"]
   else:
     command = [sys.executable, str(REPO_ROOT / entry), "--help"]
   env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
