@@ -98,6 +98,7 @@ class GeneratorModel:
         except Exception as e:  # pylint: disable=broad-except
           raise ValueError(f"{export} does not match {path}/config.json or is damaged: {e}") from e
       _check_shapes(variables, like, export)
+      checkpoints.check_finite(variables, export)
       variables = jax.tree.map(jnp.asarray, variables)
       info_path = os.path.join(path, EXPORT_INFO)
       info = {}

@@ -23,7 +23,7 @@ from facegen_jax.data.synthetic import SyntheticFaces
 from facegen_jax.io import checkpoints
 from facegen_jax.models import factory
 from facegen_jax.nets import load_frozen_net
-from facegen_jax.train import checkpointing, sharding, summaries
+from facegen_jax.train import checkpointing, config_check, sharding, summaries
 from facegen_jax.train.state import create_train_state
 from facegen_jax.train.step import LossNets, make_train_step
 
@@ -152,8 +152,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, make_evaluator=None) 
     if "://" in path:
       raise ValueError(f"{name}={path}: URLs are not supported (the run would write to a local folder named after "
                        "it); mount the bucket (e.g. gcsfuse) or use a shared file system and pass its path")
+  config_check.validate(config, jax.device_count(), jax.process_count())  # before anything compiles
   os.makedirs(workdir, exist_ok=True)
-  write_config(config, workdir)
 
   # Mesh.
   mesh = sharding.make_mesh()
@@ -176,6 +176,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, make_evaluator=None) 
     state, data_state = restored
     data_iter.set_state(data_state)
     logging.info("resumed from %s at step %d", manager.directory, int(state.step))
+  write_config(config, workdir)  # only once the checkpoints are known to fit this config
   start_step = int(jax.device_get(state.step))
   data_state = data_iter.get_state()
 
