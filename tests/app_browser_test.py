@@ -188,3 +188,54 @@ def test_upload_run_error_and_run_again(app_url, browser, tmp_path):
   browser.find_element(By.XPATH, "//label[contains(., 'Side by side')]//input").click()
   third = _result_video(browser, previous=first)
   _check_video(third, tmp_path, clip)
+
+
+def _audio_only(path: str) -> None:
+  """An .mp4 holding only the bundled clip's audio track: a video without frames."""
+  import av  # pylint: disable=import-outside-toplevel
+  with av.open(str(CLIP)) as src, av.open(path, "w") as out:
+    audio = out.add_stream_from_template(src.streams.audio[0])
+    for packet in src.demux(src.streams.audio[0]):
+      if packet.dts is not None:
+        packet.stream = audio
+        out.mux(packet)
+
+
+def test_bad_inputs_are_messages_and_the_next_request_is_served(tmp_path):
+  """The app's request function (no browser): each bad input of the issue raises gradio.Error with
+  a reason naming the uploaded file's own name; a good request after them succeeds."""
+  gr = pytest.importorskip("gradio") if not os.environ.get("CI") else __import__("gradio")
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import zlib  # pylint: disable=import-outside-toplevel
+  import struct  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from facegen_jax.inference import app  # pylint: disable=import-outside-toplevel
+
+  Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(tmp_path / "blank.png")
+  data = PHOTO.read_bytes()
+  (tmp_path / "truncated.jpg").write_bytes(data[:len(data) // 3])
+
+  def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xffffffff)
+
+  # A small file claiming 40000 x 40000 pixels: too large to decode safely.
+  (tmp_path / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0))
+                                      + chunk(b"IDAT", zlib.compress(b"\x00" * 40001)) + chunk(b"IEND", b""))
+  _audio_only(str(tmp_path / "no_frames.mp4"))
+  driving_photo = str(REPO_ROOT / "sample_data" / "lp_d18_d19_man__liveportrait__d19.jpg")
+  models = app.Models([str(WEIGHTS)])
+  bad = {  # (source, driving) -> what the message says
+      (tmp_path / "blank.png", driving_photo): "no face found",
+      (tmp_path / "truncated.jpg", driving_photo): "truncated.jpg",
+      (tmp_path / "huge.png", driving_photo): "huge.png",
+      (PHOTO, tmp_path / "no_frames.mp4"): "no_frames.mp4",
+      (PHOTO, tmp_path / "notes.txt"): "unknown extension",
+  }
+  for (source, driving), expected in bad.items():
+    with pytest.raises(gr.Error) as caught:
+      app.reenact_request(models, str(source), str(driving), "demo_128", "relative", False, True, False, False, 0)
+    assert expected in caught.value.message and str(tmp_path) not in caught.value.message, caught.value.message
+  video, image, grid, status = app.reenact_request(models, str(PHOTO), driving_photo, "demo_128", "relative",
+                                                   False, True, False, False, 0)
+  assert video is None and grid is None and status
+  assert Image.open(image).size == Image.open(PHOTO).size
