@@ -8,7 +8,6 @@ unknown key is an error.
 
 import os
 import re
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -39,14 +38,26 @@ def parse_flags(argv):
     hint = re.search(r'Did you mean "([^"]+)"', text)
     hint = f' (did you mean "{hint.group(1)}"?)' if hint else ""
     config_file = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), "the config file")
-    sys.stderr.write(f"error: unknown config key '{key}' in {override}{hint}. Valid keys are the fields of "
-                     f"{config_file} and facegen_jax/train/base_config.py; fix the spelling or drop the override.\n")
-    sys.exit(2)
+    entry.fail(f"unknown config key '{key}' in {override}{hint}. Valid keys are the fields of {config_file} and "
+               "facegen_jax/train/base_config.py; fix the spelling or drop the override.", entry.USAGE_EXIT)
+
+
+def load_config():
+  """FLAGS.config; a config file that cannot be loaded (config_flags reports it on first use) is a usage error."""
+  try:
+    config = FLAGS.config
+    config.get("seed")  # the first use
+    return config
+  except OSError as e:
+    reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+    raise app.UsageError(f"--config={FLAGS['config'].config_filename} cannot be loaded: {reason}; the configs "
+                         "are in experiments/configs/") from e
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = load_config()
   import jax  # pylint: disable=import-outside-toplevel
   if FLAGS.multihost:
     # CPU processes exchange gradients through gloo (XLA:GPU/TPU use their own collectives).
@@ -59,7 +70,7 @@ def main(argv):
   from facegen_jax.evaluation import during_training  # pylint: disable=import-outside-toplevel
   from facegen_jax.train import loop  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.INFO)
-  loop.train(FLAGS.config, FLAGS.workdir, make_evaluator=during_training.Evaluator)
+  loop.train(config, FLAGS.workdir, make_evaluator=during_training.Evaluator)
 
 
 if __name__ == "__main__":
