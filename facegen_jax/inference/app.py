@@ -15,6 +15,7 @@ on 127.0.0.1 unless --host says otherwise, and sends no usage statistics.
 
 import os
 import pathlib
+import shutil
 import tempfile
 import threading
 from typing import Dict, Optional, Sequence
@@ -75,9 +76,11 @@ def _message(error: Exception, uploads: Sequence[Optional[str]]) -> str:
 
 
 def reenact_request(models: Models, source: Optional[str], driving: Optional[str], model: str, motion: str,
-                    blend: bool, paste_back: bool, color_match: bool, side_by_side: bool, finetune_steps: int):
+                    blend: bool, paste_back: bool, color_match: bool, side_by_side: bool, finetune_steps: int,
+                    work_dir: Optional[str] = None):
   """One request of the page: `(video or None, image or None, grid PNG or None, a line saying what
-  was made)`. Raises `gradio.Error` with the reason for a bad input."""
+  was made)`, written into a new folder of `work_dir` (default: the system's temporary folder).
+  Raises `gradio.Error` with the reason for a bad input."""
   import gradio as gr  # pylint: disable=import-outside-toplevel
   if not source or not driving:
     raise gr.Error("Upload a source photo and a driving photo or video (or pick an example).")
@@ -88,7 +91,7 @@ def reenact_request(models: Models, source: Optional[str], driving: Optional[str
   options = batch.Options(motion=motion, blend=bool(blend), paste_back=bool(paste_back),
                           color_match=bool(color_match), side_by_side=bool(side_by_side),
                           finetune_steps=int(finetune_steps or 0))
-  out_dir = tempfile.mkdtemp(prefix="facegen_app_")
+  out_dir = tempfile.mkdtemp(prefix="request_", dir=work_dir)
   output = os.path.join(out_dir, "result.mp4" if kind == "video" else "result.png")
   grid = os.path.join(out_dir, "grid.png") if kind == "video" else None
   try:
@@ -106,17 +109,21 @@ def reenact_request(models: Models, source: Optional[str], driving: Optional[str
           f"{result.frames} frames at {result.fps:g} fps, {audio}{faceless}.")
 
 
-def build(models: Models):
-  """The page (`gradio.Blocks`)."""
+def build(models: Models, work_dir: str):
+  """The page (`gradio.Blocks`). Requests write into folders of `work_dir`; each request first
+  removes the folders of the requests before it (the page serves copies from Gradio's cache, whose
+  files older than two hours are removed every hour)."""
   import gradio as gr  # pylint: disable=import-outside-toplevel
 
   def run(source, driving, model, motion, blend, paste_back, color_match, side_by_side, finetune_steps,
           progress=gr.Progress(track_tqdm=True)):  # pylint: disable=unused-argument
+    for old in os.listdir(work_dir):  # one request at a time (the queue's concurrency limit is 1)
+      shutil.rmtree(os.path.join(work_dir, old), ignore_errors=True)
     return reenact_request(models, source, driving, model, motion, blend, paste_back, color_match, side_by_side,
-                           finetune_steps)
+                           finetune_steps, work_dir)
 
   media = list(batch.IMAGE_EXTENSIONS) + [".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"]
-  with gr.Blocks(title="facegen-jax") as page:
+  with gr.Blocks(title="facegen-jax", delete_cache=(3600, 7200)) as page:
     gr.Markdown("# facegen-jax: face reenactment\nThe person of the source photo, in the pose and expression "
                 "of the driving photo or video.")
     with gr.Row():
@@ -158,7 +165,8 @@ def main(argv):
     raise SystemExit(f"error: no model at {', '.join(missing)}; give --checkpoint=DIR (a training workdir or an "
                      "export directory)")
   import gradio as gr  # pylint: disable=import-outside-toplevel
-  page = build(Models(FLAGS.checkpoint))
+  work_dir = tempfile.TemporaryDirectory(prefix="facegen_app_")  # pylint: disable=consider-using-with
+  page = build(Models(FLAGS.checkpoint), work_dir.name)
   page.queue(default_concurrency_limit=1)
   page.launch(server_name=FLAGS.host, server_port=FLAGS.port, share=False, max_file_size=f"{FLAGS.max_upload_mb}mb",
               ssr_mode=False, mcp_server=False, theme=gr.themes.Base(), allowed_paths=[str(SAMPLES)])
