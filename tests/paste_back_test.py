@@ -47,9 +47,12 @@ def test_photo_unchanged_outside_the_dilated_face_mask(photo):
   weights = pb.photo_mask(image.shape, face.shape, transform, [crop_lm])
   assert weights[_hull_distance(hull, image.shape) == 0].min() > 0.99
   assert np.array_equal(out[weights == 0], image[weights == 0])
-  # The square of today replaces the whole box, corners included.
+  # The square of today replaces the whole box, corners included; along its border the face-shaped
+  # paste is the photo itself (the square's seam is gone), where the square paste is not.
   square = pb.paste_back(image, face, transform)
   assert not np.array_equal(square[corner], image[corner])
+  square_weights = pb.photo_mask(image.shape, face.shape, transform)
+  assert pb.seam(out, square_weights) == pb.seam(image, square_weights) != pb.seam(square, square_weights)
 
 
 def test_a_rotated_crop_goes_back_where_it_came_from(photo):

@@ -11,8 +11,9 @@ inverse of that similarity (rotation included) and composites it through a mask:
   face region are matched to the photo's (`match_colors`, Reinhard's mean and spread in Lab);
 - without landmarks, the feathered square of `feather_mask` over the whole crop.
 
-Photo pixels where the resampled mask is 0 (outside the dilated, blurred hull) are returned
-unchanged, bit for bit. `seam` measures how visible the border of a paste is.
+Photo pixels where the resampled mask is 0 (beyond the dilated hull and its feather) are returned
+unchanged, bit for bit. `seam` is the mean absolute gradient of an image along a paste's border;
+it counts the photo's own edges there as well as the paste's step (and a blurred border scores low).
 """
 
 from typing import Optional, Sequence, Union
@@ -119,7 +120,7 @@ def match_colors(image: np.ndarray, reference: np.ndarray, weights: np.ndarray) 
   return np.clip(color.lab2rgb(lab) * 255.0, 0, 255).astype(np.float32)
 
 
-def _masks(face_shape, landmarks, grow, feather, forehead) -> np.ndarray:
+def _mask(face_shape, landmarks, grow, feather, forehead) -> np.ndarray:
   if landmarks is None:
     return feather_mask(int(face_shape[0]), 0.12 if feather is None else feather)
   return face_mask(landmarks, face_shape, grow, FEATHER if feather is None else feather, forehead)
@@ -153,7 +154,7 @@ def photo_mask(frame_shape, face_shape, crop, landmarks: Optional[Sequence[np.nd
                grow: float = GROW, feather: Optional[float] = None, forehead: float = FOREHEAD) -> np.ndarray:
   """`[H, W]` float32: the weight `paste_back` gives the face at each photo pixel (same arguments)."""
   sim = as_similarity(crop, face_shape)
-  mask = _masks(face_shape, landmarks, grow, feather, forehead)
+  mask = _mask(face_shape, landmarks, grow, feather, forehead)
   out = np.zeros(frame_shape[:2], np.float32)
   placed = _placement(frame_shape, mask, sim)
   if placed is not None:
@@ -181,7 +182,7 @@ def paste_back(frame: np.ndarray, face: np.ndarray, crop, landmarks: Optional[Se
     `[H, W, 3]` uint8; pixels where `photo_mask` is 0 are `frame`'s, unchanged.
   """
   frame, face = np.asarray(frame), np.asarray(face)
-  mask = _masks(face.shape[:2], landmarks, grow, feather, forehead)
+  mask = _mask(face.shape[:2], landmarks, grow, feather, forehead)
   out = frame.copy()
   placed = _placement(frame.shape, mask, as_similarity(crop, face.shape[:2]))
   if placed is None:
