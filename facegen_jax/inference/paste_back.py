@@ -25,9 +25,9 @@ from scipy import ndimage, spatial
 from facegen_jax.landmarks.crop import CropTransform, Similarity
 
 # Defaults of the face-shaped mask, in fractions of the face's size (the larger side of its landmarks' box).
-GROW = 0.1
-FEATHER = 0.2
-FOREHEAD = 0.3
+GROW = 0.05
+FEATHER = 0.15
+FOREHEAD = 0.2
 
 
 def feather_mask(size: int, feather: float = 0.12) -> np.ndarray:
