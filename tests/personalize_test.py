@@ -1,12 +1,20 @@
 """The personalization batches: what a generator is fine-tuned on from one photo."""
 
+import sys
 import types
 
+import jax
 import numpy as np
 
 from facegen_jax.data import batch as batch_lib
 from facegen_jax.data.synthetic import MEAN_FACE
 from facegen_jax.inference import personalize
+from facegen_jax.inference.generator_model import GeneratorModel, init_generator_variables
+from facegen_jax.inference.reenactor import Reenactor
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "experiments" / "configs"))
+import tiny  # noqa: E402  pylint: disable=wrong-import-position
 
 R = 64
 
@@ -56,3 +64,20 @@ def test_perturbed_batch_poses_the_unmoved_photo():
     np.testing.assert_array_equal(b["source"][i], source.crop)
     np.testing.assert_array_equal(b["target"][i], source.crop)
   assert np.abs(b["driving_landmarks"][1:] - source.landmarks).max() > 0.5
+
+
+def test_personalization_leaves_the_motion_and_batch_norm_statistics_as_trained():
+  """Fine-tuning on one photo moves the texture the decoders draw, not where the warp samples the
+  source, and keeps the batch-norm statistics that a batch of copies of one face would distort."""
+  config = tiny.get_config()
+  config.model.motion = "landmark_tps"
+  model = GeneratorModel(config, init_generator_variables(config, jax.random.PRNGKey(0)))
+  source = _source()
+  tuned = personalize.personalize(Reenactor(model), source.crop, 2, source_landmarks=source.landmarks,
+                                  batch_size=2, progress=False)
+  before, after = jax.device_get(model.variables), jax.device_get(tuned.model.variables)
+  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  assert same(before["params"]["motion_net"], after["params"]["motion_net"])
+  assert same(before["batch_stats"], after["batch_stats"])
+  for learned in ("encoder", "generation_decoder", "reconstruction_decoder"):
+    assert not same(before["params"][learned], after["params"][learned]), learned

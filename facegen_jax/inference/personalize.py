@@ -3,7 +3,10 @@ reenacting. A motion-free generator is posed by randomly perturbed copies of the
 landmarks with the photo as the target (the perturbed sample kind, see docs/method.md, Sample
 kinds). A generator with motion would learn from those to undo its warp, so it gets pairs whose
 ground truth is the photo: the photo warped onto perturbed landmarks is the source, and the model
-must carry it back to the photo's own pose (`warped_pair_batch`). Fine-tuning is training: it runs the generator-only step of
+must carry it back to the photo's own pose (`warped_pair_batch`); its motion network (where to
+sample the source) is left as trained, so the few steps go to the texture the decoders draw.
+Batch normalization keeps its trained statistics (`TRAIN_BATCH_NORM`): a batch of copies of one face
+would pull them towards that face. Fine-tuning is training: it runs the generator-only step of
 `train/finetune.py` (the losses of training without the adversarial terms: a fresh discriminator
 would only add noise over a few hundred steps), with the identity/perceptual terms on when their
 network loads.
@@ -30,6 +33,9 @@ from facegen_jax.train import finetune, loop, sharding
 
 
 PERTURBATION = dict(feature_shift=0.04, contour_shift=0.02, feature_scale=0.1)  # landmarks.perturb magnitudes
+# What fine-tuning leaves as trained: these parameter subtrees (where present) and batch-norm statistics.
+FROZEN_SUBTREES = ("motion_net",)
+TRAIN_BATCH_NORM = False
 
 
 def perturbed_poses(source, batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -76,14 +82,14 @@ def warped_pair_batch(source, batch_size: int, rng: np.random.Generator, per_par
                  for w, lm in zip(warped, poses)])
 
 
-_FINE_TUNING = {}  # config JSON -> (config, loss nets, mesh, jitted step)
+_FINE_TUNING = {}  # (config JSON, fixed subtrees, train_batch_norm) -> (config, loss nets, mesh, jitted step)
 
 
-def _fine_tuning(config):
+def _fine_tuning(config, fixed_subtrees=(), train_batch_norm=True):
   """(config, loss nets, mesh, jitted generator step) for a fine-tuning config, made once per
   config, so that personalizing many sources (an evaluation's clips) loads the loss nets and
   compiles the step once."""
-  key = config.to_json_best_effort(sort_keys=True)
+  key = (config.to_json_best_effort(sort_keys=True), tuple(fixed_subtrees), train_batch_norm)
   if key not in _FINE_TUNING:
     try:
       loss_nets = loop.load_loss_nets(config)
@@ -95,7 +101,8 @@ def _fine_tuning(config):
     mesh = sharding.make_mesh()
     _FINE_TUNING.clear()  # one compiled step at a time: a new config's replaces the last
     _FINE_TUNING[key] = (config, loss_nets, mesh,
-                         sharding.jit_train_step(finetune.make_generator_step(config, loss_nets), mesh))
+                         sharding.jit_train_step(
+                             finetune.make_generator_step(config, loss_nets, fixed_subtrees, train_batch_norm), mesh))
   return _FINE_TUNING[key]
 
 
@@ -113,8 +120,10 @@ def personalize(reenactor, source_image: np.ndarray, steps: int, *, source_landm
   config.unlock()
   config.optimizer.g_learning_rate = learning_rate
   config.optimizer.schedule = "constant"
-  config, loss_nets, mesh, step_fn = _fine_tuning(config)
 
+  variables = jax.device_get(reenactor.model.variables)  # host copies: the step donates its input buffers
+  kept = tuple(k for k in FROZEN_SUBTREES if k in variables["params"])
+  config, loss_nets, mesh, step_fn = _fine_tuning(config, kept, TRAIN_BATCH_NORM)
   batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size
   if source_landmarks is None:
     source = reenactor.prepare_source(source_image)
@@ -123,8 +132,7 @@ def personalize(reenactor, source_image: np.ndarray, steps: int, *, source_landm
     whole = (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))
     crop, transform = crop_lib.crop_and_resize(image, whole, reenactor.resolution)
     source = SourceFace(image, transform, crop, transform.apply(source_landmarks))
-  variables = jax.device_get(reenactor.model.variables)  # host copies: the step donates its input buffers
-  state = sharding.replicate(finetune.create_generator_state(config, variables, seed), mesh)
+  state = sharding.replicate(finetune.create_generator_state(config, variables, seed, kept), mesh)
   frozen = sharding.replicate(loss_nets.frozen_params(), mesh)
   rng = np.random.default_rng(seed)
   make_batch = perturbed_batch if config.model.get("motion", "none") == "none" else warped_pair_batch
