@@ -9,12 +9,12 @@ Faults, drawn in turn (`FAULTS`) at random moments (`--seed`):
   killed again during the restart, then run to the end;
 - `prepare_kill`: experiments/prepare_data.py on three bundled files killed with SIGKILL after a
   random delay (the main process alone or its whole process group), then run again;
-- `train_damage`: a random step of training killed, then the newest checkpoint damaged (64 bytes
-  flipped in its largest data file, that file truncated, its `_METADATA` deleted or the step
-  emptied), then run to the end;
+- `train_damage`: a random step of training killed (and run to the end if fewer than two
+  checkpoints were left), then the newest checkpoint damaged (64 bytes flipped in its largest data
+  file, that file truncated, its `_METADATA` deleted or the step emptied), then run to the end;
 - `train_sigterm`: SIGTERM at a random step (saves and exits), then run to the end.
 Each ends compared with an undisturbed run: every array and the data-iterator state of the final
-checkpoint bit-identical (training), every shard, metadata and cache file byte-identical
+checkpoint bit-identical (training); every record (decoded), metadata and cache file identical
 (preparation). Exit status 1 unless every fault was survived.
 
 `--table=FILE` runs every entry point on each bad input of `BAD_INPUTS` and writes what the user
@@ -59,7 +59,10 @@ BEGIN, END = "<!-- faults.py bad inputs: begin -->", "<!-- faults.py bad inputs:
 
 
 def _env():
-  return {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+  """The entry points' environment: CPU, and the persistent XLA cache of the tests (the runs compile one program)."""
+  return {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+          "JAX_COMPILATION_CACHE_DIR": os.environ.get("FACEGEN_JAX_CACHE", "/tmp/facegen_jax_xla_cache"),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
 
 
 def start(script: str, *args, quiet: bool = False, **popen) -> subprocess.Popen:
@@ -132,13 +135,23 @@ def same_checkpoint(a: tuple, b: tuple) -> Optional[str]:
 
 
 def dataset_files(output: pathlib.Path) -> dict:
-  """sha256 of every dataset shard, metadata and cache file of a prepare_data output."""
+  """sha256 of every record (decoded: a shard's bytes differ from run to run, as protobuf writes the
+  features of an example in no fixed order), metadata and cache file of a prepare_data output."""
+  sys.path.insert(0, str(REPO))
+  from facegen_jax.data import reading  # pylint: disable=import-outside-toplevel
   found = {}
   for path in sorted(output.rglob("*")):
-    if path.is_file() and (path.suffix in (".npz", ".json") or "array_record" in path.name):
-      if path.name in ("summary.json", "dataset_info.json"):  # timings, and TFDS's creation time
-        continue
-      found[str(path.relative_to(output))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    if path.is_file() and path.suffix in (".npz", ".json") and path.name not in ("summary.json", "dataset_info.json"):
+      found[str(path.relative_to(output))] = hashlib.sha256(path.read_bytes()).hexdigest()  # (timings, TFDS's clock)
+  builder_dir = reading.find_builder_dir(str(output), int(PREPARE_FLAGS[0].split("=")[1]))
+  for split in json.loads((pathlib.Path(builder_dir) / "metadata.json").read_text())["splits"]:
+    source, _, _ = reading.open_split(builder_dir, split)
+    for i in range(len(source)):
+      digest = hashlib.sha256()
+      for key, value in sorted(reading.decode_record(source[i]).items()):
+        value = np.asarray(value)
+        digest.update(f"{key}:{value.dtype}:{value.shape}:".encode() + value.tobytes())
+      found[f"{split} record {i}"] = digest.hexdigest()
   return found
 
 
@@ -198,15 +211,16 @@ def train_fault(kind: str, workdir: pathlib.Path, rng: random.Random) -> str:
     proc = start("train.py", f"--workdir={workdir}", *TRAIN_FLAGS, quiet=True, start_new_session=True)
     if _kill_after(proc, seconds, group=False):
       done += f", the restart killed after {seconds:.1f} s"
-  damaged = False
   if kind == "train_damage":
     steps = [p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
-    if len(steps) >= 2:  # with a single one, "no usable checkpoint" is the right answer
-      newest, name = max(steps, key=lambda p: int(p.name)), rng.choice(sorted(DAMAGES))
-      DAMAGES[name](newest)
-      done, damaged = done + f", then checkpoint {newest.name} damaged ({name})", True
+    if len(steps) < 2:  # a good step to fall back to ("no usable checkpoint" is the answer without one)
+      _finish_training(workdir)
+      steps, done = [p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()], done + ", run to the end"
+    newest, name = max(steps, key=lambda p: int(p.name)), rng.choice(sorted(DAMAGES))
+    DAMAGES[name](newest)
+    done += f", then checkpoint {newest.name} damaged ({name})"
   out = _finish_training(workdir)
-  if damaged and "is damaged" not in out:
+  if kind == "train_damage" and "is damaged" not in out:
     raise RuntimeError("the rerun did not warn about the damaged checkpoint")
   return done
 

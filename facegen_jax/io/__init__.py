@@ -1,8 +1,11 @@
 """The bottom layer: files and folders every other package reads and writes.
 
-- `video`: reading and writing clips (PyAV), keeping the frame rate and audio track;
-- `checkpoints`: orbax checkpoints of a training workdir and the generator-only restore;
-- `images`: uint8 <-> float image and mask conversions;
+- `video`: reading clips as displayed (display rotation applied) and writing them (PyAV), keeping
+  the frame rate and audio track;
+- `checkpoints`: orbax checkpoints of a training workdir (sealed with checksums, damaged steps set
+  aside) and the generator-only restore;
+- `images`: the one image-file loader (bounded: a pixel limit checked before decoding) and uint8 <->
+  float image and mask conversions;
 - `cache`: the user cache folder.
 
 Imports nothing else of facegen_jax.
