@@ -1,8 +1,8 @@
 """Bounded image decoding: a decompression bomb is refused from its header, a JPEG over the limit is
 decoded at reduced size, and prepare_data remembers the files it skipped (and always writes its summary)."""
 
-import struct
-import zlib
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -12,15 +12,8 @@ from facegen_jax.data import prepare
 from facegen_jax.io import images
 from facegen_jax.landmarks import load_image as landmarks_load_image
 
-
-def write_png_header_only(path, width: int, height: int) -> None:
-  """A PNG whose header says `width` x `height` (8-bit gray) but whose data is one short row: any
-  decoder that starts decoding fails, so 'over the limit' proves the header alone was read."""
-  def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-  ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-  path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-                   + chunk(b"IEND", b""))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from benchmarks import faults  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def test_the_one_loader_is_the_landmarks_loader():
@@ -29,8 +22,9 @@ def test_the_one_loader_is_the_landmarks_loader():
 
 @pytest.mark.parametrize("side", [40_000, 13_000])  # over PIL's own bomb limit; just under it (169 MP)
 def test_huge_png_is_refused_before_decoding(tmp_path, side):
+  """The file holds one short row of data: had it been decoded, the error would be another."""
   path = tmp_path / f"bomb{side}.png"
-  write_png_header_only(path, side, side)
+  faults.write_png_header(path, side, side)
   with pytest.raises(images.ImageTooLargeError, match=rf"image .*bomb{side}\.png is .*over the limit of 40 megapixels"):
     images.load_image(str(path))
 
@@ -66,7 +60,7 @@ def test_prepare_data_remembers_skipped_files_unless_retry(tmp_path):
   src, out = tmp_path / "in", tmp_path / "out"
   src.mkdir()
   (out / ".build-0123abcd" / "face_frames").mkdir(parents=True)  # what a kill during a build leaves
-  write_png_header_only(src / "bomb__huge.png", 40_000, 40_000)
+  faults.write_png_header(src / "bomb__huge.png", 40_000, 40_000)
   (src / "broken__file.jpg").write_bytes(b"not an image")
   options = prepare.PrepareOptions(resolution=64)
   with pytest.raises(ValueError, match="none of the 2 input files"):
