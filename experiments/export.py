@@ -1,25 +1,36 @@
-"""Exports a training workdir's EMA generator: `python experiments/export.py --workdir=W --output=DIR`.
+"""Exports a generator: `python experiments/export.py --workdir=W --output=DIR [--format=msgpack,jax,onnx]`.
 
-DIR then holds config.json + generator.msgpack, loadable by `Reenactor.from_checkpoint(DIR)`.
+W is a training workdir (its newest checkpoint's EMA generator, or the raw one with --noema) or an
+export folder (weights/demo_128). DIR then holds config.json + export.json and, per format
+(inference/export_formats.py):
+  msgpack  generator.msgpack: the weights, for this package (`Reenactor.from_checkpoint(DIR)`);
+  jax      generator.jax: a serialized jax.export (StableHLO) program, symbolic batch, CPU and CUDA;
+  onnx     generator.onnx: an ONNX graph with a dynamic batch axis, checked by onnx.checker
+           (needs the onnx extra: pip install -e '.[onnx]').
+Each program has its input contract beside it (generator.jax.json, generator.onnx.json).
+`Reenactor.from_checkpoint` and facegen-reenact --checkpoint take DIR or a program file.
 """
 
 from absl import flags
 
 from facegen_jax import entry
 
-flags.DEFINE_string("workdir", None, "Training workdir.")
+flags.DEFINE_string("workdir", None, "Training workdir, or an export folder to convert.")
 flags.DEFINE_string("output", None, "Export directory.")
 flags.DEFINE_bool("ema", True, "Export the EMA weights (else the raw generator weights).")
+flags.DEFINE_string("format", "msgpack", "Comma-separated formats to write: msgpack, jax, onnx.")
 flags.mark_flags_as_required(["workdir", "output"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
+  from facegen_jax.inference import export_formats  # pylint: disable=import-outside-toplevel
   from facegen_jax.inference.generator_model import GeneratorModel  # pylint: disable=import-outside-toplevel
+  formats = export_formats.parse_formats(FLAGS.format)
   model = GeneratorModel.load(FLAGS.workdir, use_ema=FLAGS.ema)
-  path = model.export(FLAGS.output)
-  print(f"wrote {path} ({model.info})")
+  for path in export_formats.export(model, FLAGS.output, formats):
+    print(f"wrote {path} ({model.info})")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ Two on-disk forms:
   generator weights (or the raw ones) with the generator's running batch statistics;
 - an export directory (`config.json` + `generator.msgpack`), written by `export()`: a single
   small file with just the inference weights, suitable for shipping.
+
+The exported programs (StableHLO, ONNX) run `float_outputs` of `for_export()`'s model; their
+runtimes share `check_inputs` and `uint8_outputs` with `outputs` (inference/export_formats.py,
+inference/runtimes.py).
 """
 
 import functools
@@ -67,6 +71,45 @@ def _check_shapes(variables, like, where: str) -> None:
                      "from a run with another config? Export it again with export.py, or restore that config.json")
 
 
+def output_names(config: ml_collections.ConfigDict) -> tuple:
+  """The images the generator of `config` makes, in the order exported programs return them."""
+  names = ("generated",)
+  if config.model.motion != "none":
+    names += ("warped",) + (("blend_mask",) if config.model.motion_blend else ())
+  return names
+
+
+def check_inputs(resolution: int, mask_channels: int, sources, masks, source_landmarks, driving_landmarks):
+  """The generator's inputs as arrays (landmarks float32), or ValueError naming the one whose
+  shape is wrong: sources `[B, R, R, 3]`, masks `[B, R, R, M]`, landmarks `[B, 68, 2]`."""
+  sources, masks = np.asarray(sources), np.asarray(masks)
+  b = sources.shape[0] if sources.ndim == 4 else 0
+  source_landmarks = np.asarray(source_landmarks, np.float32)
+  driving_landmarks = np.asarray(driving_landmarks, np.float32)
+  for name, lm in (("source_landmarks", source_landmarks), ("driving_landmarks", driving_landmarks)):
+    if lm.shape != (b, 68, 2):
+      raise ValueError(f"{name} must be [{b}, 68, 2] crop pixels, got {lm.shape}")
+  r, m = resolution, mask_channels
+  if sources.ndim != 4 or sources.shape[1:] != (r, r, 3):
+    raise ValueError(f"sources must be [B, {r}, {r}, 3] uint8 face crops, got {sources.shape}")
+  if masks.shape != sources.shape[:3] + (m,):
+    raise ValueError(f"masks must be [B, {r}, {r}, {m}], got {masks.shape}")
+  return sources, masks, source_landmarks, driving_landmarks
+
+
+def uint8_outputs(out: dict) -> dict:
+  """Float outputs (images in [-1, 1], "blend_mask" `[B, R, R, 1]` in [0, 1]) -> uint8 `[B, R, R, 3]`
+  images (the blend mask grey, white = the warp kept); numpy in, numpy out, jax in, jax out."""
+  result = {}
+  for k, v in out.items():
+    if k == "blend_mask":
+      xp = np if isinstance(v, np.ndarray) else jnp
+      result[k] = xp.repeat(images.to_uint8_image(v * 2.0 - 1.0), 3, axis=-1)
+    else:
+      result[k] = images.to_uint8_image(v)
+  return result
+
+
 class GeneratorModel:
   """`model(sources, masks, source_landmarks, driving_landmarks) -> images`: the generator in inference mode, jitted.
 
@@ -125,17 +168,32 @@ class GeneratorModel:
     os.replace(tmp, out)
     return out
 
+  def for_export(self, motion_solve: str = "lapack") -> "GeneratorModel":
+    """The same weights in a generator that exports: XLA's own convolutions (the CPU back-ends'
+    oneDNN custom calls cannot leave the process) and, with motion, the TPS system solved by
+    `motion_solve` (`models.motion.SOLVES`: "lapack" as here, a custom call jax.export keeps;
+    "elimination", plain array operations, for ONNX)."""
+    config = ml_collections.ConfigDict(self.config.to_dict())
+    config.model.conv_impl = "xla"
+    model = GeneratorModel(config, self.variables, self.info)
+    model.generator = model.generator.clone(motion_solve=motion_solve)
+    return model
+
+  @property
+  def output_names(self) -> tuple:
+    return output_names(self.config)
+
+  def float_outputs(self, variables: dict, sources, masks, source_landmarks, driving_landmarks) -> dict:
+    """The images of `output_names` from float inputs: sources in [-1, 1], masks in [0, 1],
+    landmarks in crop pixels; images in [-1, 1], "blend_mask" `[B, R, R, 1]` in [0, 1]."""
+    out = self.generator.apply(variables, sources, masks, source_landmarks, driving_landmarks, train=False)
+    return {k: out[k] for k in self.output_names}
+
   @functools.cached_property
   def _apply(self):
     def apply(variables, sources, masks, source_landmarks, driving_landmarks):
-      out = self.generator.apply(variables, images.to_float_image(sources), images.to_float_mask(masks),
-                                 source_landmarks, driving_landmarks, train=False)
-      result = {"generated": images.to_uint8_image(out["generated"])}
-      if "warped" in out:
-        result["warped"] = images.to_uint8_image(out["warped"])
-      if "blend_mask" in out:
-        result["blend_mask"] = jnp.repeat(images.to_uint8_image(out["blend_mask"] * 2.0 - 1.0), 3, axis=-1)
-      return result
+      return uint8_outputs(self.float_outputs(variables, images.to_float_image(sources), images.to_float_mask(masks),
+                                              source_landmarks, driving_landmarks))
     return jax.jit(apply)
 
   def outputs(self, sources: np.ndarray, masks: np.ndarray, source_landmarks: np.ndarray,
@@ -143,18 +201,8 @@ class GeneratorModel:
     """Every image the generator makes, uint8 `[B, R, R, 3]`: "generated" and, with motion,
     "warped" (the source warped into the pose) and "blend_mask" (grey, white = the warp kept).
     Arguments as `__call__`."""
-    sources, masks = np.asarray(sources), np.asarray(masks)
-    b = sources.shape[0] if sources.ndim == 4 else 0
-    source_landmarks = np.asarray(source_landmarks, np.float32)
-    driving_landmarks = np.asarray(driving_landmarks, np.float32)
-    for name, lm in (("source_landmarks", source_landmarks), ("driving_landmarks", driving_landmarks)):
-      if lm.shape != (b, 68, 2):
-        raise ValueError(f"{name} must be [{b}, 68, 2] crop pixels, got {lm.shape}")
-    r, m = self.resolution, self.mask_channels
-    if sources.ndim != 4 or sources.shape[1:] != (r, r, 3):
-      raise ValueError(f"sources must be [B, {r}, {r}, 3] uint8 face crops, got {sources.shape}")
-    if masks.shape != sources.shape[:3] + (m,):
-      raise ValueError(f"masks must be [B, {r}, {r}, {m}], got {masks.shape}")
+    sources, masks, source_landmarks, driving_landmarks = check_inputs(
+        self.resolution, self.mask_channels, sources, masks, source_landmarks, driving_landmarks)
     out = self._apply(self.variables, sources, masks, source_landmarks, driving_landmarks)
     return {k: np.asarray(v) for k, v in out.items()}
 

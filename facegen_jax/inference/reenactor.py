@@ -9,7 +9,11 @@ Pipeline per driving frame: landmarks (detect + track + temporal smoothing on vi
 transfer (relative to the first driving frame by default on video, so the output keeps the
 source's face shape; `motion="absolute"` uses the driving landmarks as they are, moved onto the
 source's face box) -> face mask -> generator -> optional detail blend (docs/method.md, Detail blend) -> paste-back into
-the full source photo through a feathered mask (or the crop alone).
+the full source photo through a feathered mask (or the crop alone). On video these run as a
+bounded pipeline of threads that decodes the clip once (`video_frames`).
+
+The generator may be this package's (a workdir or msgpack export) or an exported program
+(`model.onnx` on onnxruntime, `model.jax` through jax.export): `runtimes.load_generator`.
 """
 
 import dataclasses
@@ -19,13 +23,13 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from facegen_jax.inference import detail_blend, figure, motion as motion_lib, paste_back as pb
+from facegen_jax.inference import detail_blend, figure, motion as motion_lib, paste_back as pb, runtimes, stages
 from facegen_jax.inference.generator_model import GeneratorModel
 from facegen_jax.io import video as video_io
 from facegen_jax.landmarks import crop as crop_lib, layout
 from facegen_jax.landmarks.detectors import create_detector
 from facegen_jax.landmarks.masks import render_masks
-from facegen_jax.landmarks.video import track_video
+from facegen_jax.landmarks.video import NoFaceError, make_tracker
 
 
 @dataclasses.dataclass
@@ -83,7 +87,7 @@ class Reenactor:
   """Runs a trained generator on photos, videos and batches.
 
   Args:
-    model: the generator (GeneratorModel).
+    model: the generator (GeneratorModel, or an exported program's `runtimes.ExportedGenerator`).
     detector: a landmark detector (`facegen_jax.landmarks.detectors.create_detector`); default dlib.
     crop_scale: crop box side as a multiple of the landmarks' extent (must match the data the
       model was trained on; prepare_data uses the same default).
@@ -101,9 +105,11 @@ class Reenactor:
     self.detector = detector
 
   @classmethod
-  def from_checkpoint(cls, path: str, use_ema: bool = True, **kwargs) -> "Reenactor":
-    """From a training workdir (newest checkpoint) or an export directory."""
-    return cls(GeneratorModel.load(path, use_ema=use_ema), **kwargs)
+  def from_checkpoint(cls, path: str, use_ema: bool = True, runtime: str = "auto", **kwargs) -> "Reenactor":
+    """From a training workdir (newest checkpoint), an export folder, or an exported program
+    (`model.onnx`, `model.jax`); `runtime` ("auto", "jax", "jax_export", "onnxruntime") as
+    `runtimes.load_generator` picks it."""
+    return cls(runtimes.load_generator(path, use_ema=use_ema, runtime=runtime), **kwargs)
 
   # Faces -------------------------------------------------------------------------------------
   def prepare_source(self, image: np.ndarray, landmarks: Optional[np.ndarray] = None,
@@ -183,8 +189,13 @@ class Reenactor:
   # Video -------------------------------------------------------------------------------------
   def transfer_motion(self, source: SourceFace, driving: np.ndarray, found: np.ndarray,
                       motion: str) -> np.ndarray:
-    """Per-frame crop-space landmarks `[T, 68, 2]` from the driving clip's frame landmarks."""
-    reference = driving[int(np.argmax(found))]
+    """Per-frame crop-space landmarks `[T, 68, 2]` from the driving clip's frame landmarks
+    (relative to the first frame with a face)."""
+    return self._transfer(source, driving, driving[int(np.argmax(found))], motion)
+
+  def _transfer(self, source: SourceFace, driving: np.ndarray, reference: np.ndarray, motion: str) -> np.ndarray:
+    """`transfer_motion` for frames `[T, 68, 2]` given the reference frame's landmarks (frame by
+    frame arithmetic: any run of frames gives the values the whole clip gives)."""
     src_frame = source.photo_landmarks
     if motion == "absolute":
       out = _align_onto(driving, src_frame, reference=reference)
@@ -195,7 +206,8 @@ class Reenactor:
   def reenact_frames(self, source: SourceFace, driving_landmarks: np.ndarray, found: np.ndarray, *,
                      motion: str = "relative", blend: bool = False, paste_back: bool = True,
                      batch_size: int = 8, progress: bool = True) -> Iterable[np.ndarray]:
-    """Yields output frames for per-frame driving landmarks `[T, 68, 2]` (frame pixels)."""
+    """Yields output frames for per-frame driving landmarks `[T, 68, 2]` (frame pixels), one stage
+    after the other (`reenact_video` runs the same steps as a pipeline)."""
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     lms = self.transfer_motion(source, driving_landmarks, found, motion)
     bar = tqdm(total=len(lms), unit="frame", disable=not progress, desc="reenact")
@@ -208,51 +220,142 @@ class Reenactor:
       for face, lm in zip(faces, chunk):
         yield self._finish(source, face, lm, blend, paste_back)
 
+  def video_frames(self, source: SourceFace, driving_path: str, clip: "ClipLandmarks", *, motion: str = "relative",
+                   blend: bool = False, paste_back: bool = True, side_by_side: bool = False, detect_every: int = 5,
+                   smoothing: bool = True, max_frames: Optional[int] = None, batch_size: int = 8,
+                   queue_size: int = 8, keep_frames: Sequence[int] = ()) -> Iterable[np.ndarray]:
+    """The output frames of `reenact_video`, made by a bounded pipeline that decodes the clip once.
+
+    Three threads joined by queues of `queue_size` (inference/stages.py), the caller's loop (the
+    encoder) the fourth: decode + landmark tracking (the tracker of `track_video`) -> motion
+    transfer + generator in batches of `batch_size` -> detail blend, paste-back and side-by-side.
+    At most about `3 * queue_size + 2 * batch_size` frames are in memory, whatever the clip's
+    length; the frames before the first face wait for it (their landmarks are the first good
+    frame's). The outputs equal `reenact_frames` on `track_video`'s landmarks (the same batches).
+    `clip` collects the per-frame landmarks and found flags, and the decoded frames of
+    `keep_frames` (by index), for the report and the grid.
+    """
+    tracker = make_tracker(None, fps=float(video_io.probe(driving_path).fps), detect_every=detect_every,
+                           smoothing=smoothing)
+    keep = set(int(i) for i in keep_frames)
+
+    def track(frames):
+      for i, frame in enumerate(frames):
+        step = tracker.update(frame)
+        clip.add(step.landmarks, frame if i in keep else None, i)
+        yield i, (frame if side_by_side else None), step.landmarks
+
+    def generate(items):
+      batch, reference, last = [], None, None
+      for i, frame, lm in items:
+        if lm is not None:
+          if reference is None:  # the frames so far had no face: they take this one's landmarks
+            reference = lm
+            batch = [(j, f, lm) for j, f, _ in batch]
+          last = lm
+        batch.append((i, frame, last))
+        if reference is not None and len(batch) >= batch_size:
+          yield from self._generate_batch(source, batch[:batch_size], reference, motion)
+          batch = batch[batch_size:]
+      if reference is None:
+        raise NoFaceError(f"no face found in any of the {clip.count} frames of {driving_path}; is a face visible "
+                          "and at least ~80 px tall? (try a detector with a larger upsample)")
+      while batch:
+        yield from self._generate_batch(source, batch[:batch_size], reference, motion)
+        batch = batch[batch_size:]
+
+    def finish(items):
+      for frame, face, lm in items:
+        out = self._finish(source, face, lm, blend, paste_back)
+        yield side_by_side_frame([source.image, frame, out]) if side_by_side else out
+
+    return stages.pipelined(video_io.read_frames(driving_path, max_frames), [track, generate, finish], queue_size)
+
+  def _generate_batch(self, source: SourceFace, batch: list, reference: np.ndarray, motion: str):
+    """(frame, face, crop landmarks) for each (index, frame, frame landmarks) of `batch`."""
+    lms = self._transfer(source, np.stack([lm for _, _, lm in batch]), reference, motion)
+    faces = self.generate(np.repeat(source.crop[None], len(batch), 0), source.landmarks, lms)
+    return [(frame, face, lm) for (_, frame, _), face, lm in zip(batch, faces, lms)]
+
   def reenact_video(self, source_image: np.ndarray, driving_path: str, output_path: str, *,
                     motion: str = "relative", blend: bool = False, paste_back: bool = True,
                     side_by_side: bool = False, detect_every: int = 5, smoothing: bool = True,
                     max_frames: Optional[int] = None, overwrite: bool = False, progress: bool = True,
-                    grid_path: Optional[str] = None, grid_frames: int = 5) -> VideoReport:
+                    grid_path: Optional[str] = None, grid_frames: int = 5, queue_size: int = 8) -> VideoReport:
     """Reenacts `source_image` with every frame of the driving video; the output keeps the
     driving clip's frame rate and audio. Frames without a face reuse the last good landmarks
     (counted in the report); a clip with no face at all raises NoFaceError. `grid_path` also
-    writes a PNG of `grid_frames` evenly spaced frames (figure.reenactment_grid)."""
+    writes a PNG of `grid_frames` evenly spaced frames (figure.reenactment_grid). Decoding,
+    tracking, generation, blend + paste-back and encoding overlap (`video_frames`); the clip is
+    decoded once (the grid's frames are kept as they pass; only where the container's frame
+    count was wrong are they read again)."""
     if os.path.exists(output_path) and not overwrite:
       raise FileExistsError(f"{output_path} exists; pass overwrite=True (--overwrite) to replace it")
     source = self.prepare_source(source_image)
     info = video_io.probe(driving_path)
-    # The default video detector (HOG, no slow CNN fallback on every faceless frame).
-    track = track_video(driving_path, None, detect_every=detect_every, smoothing=smoothing,
-                        max_frames=max_frames, progress=progress)
-    landmarks = fill_missing(track.landmarks, track.found)
-    missing = int((~track.found).sum())
+    expected = min(info.num_frames, max_frames) if max_frames else info.num_frames
+    grid_idx = figure.sample_indices(expected, grid_frames) if grid_path and expected > 0 else ()
+    clip = ClipLandmarks()
+    frames = self.video_frames(source, driving_path, clip, motion=motion, blend=blend, paste_back=paste_back,
+                               side_by_side=side_by_side, detect_every=detect_every, smoothing=smoothing,
+                               max_frames=max_frames, queue_size=queue_size, keep_frames=grid_idx)
+    if progress:
+      from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+      frames = tqdm(frames, total=expected or None, unit="frame", desc="reenact")
+    count = video_io.write_video(output_path, frames, info.fps, audio_from=driving_path)
+    missing = int((~clip.found).sum())
     if missing:
       logging.warning("%s: no face in %d of %d frames; they reuse the last good landmarks", driving_path, missing,
-                      len(track.found))
-    frames = self.reenact_frames(source, landmarks, track.found, motion=motion, blend=blend, paste_back=paste_back,
-                                 progress=progress)
-    if side_by_side:
-      frames = (side_by_side_frame([source.image, d, o])
-                for d, o in zip(video_io.read_frames(driving_path, max_frames), frames))
-    count = video_io.write_video(output_path, frames, info.fps, audio_from=driving_path)
+                      clip.count)
     if grid_path:
-      self.write_grid(grid_path, source, driving_path, track, landmarks, motion=motion, blend=blend,
+      idx = figure.sample_indices(clip.count, grid_frames)
+      kept = clip.frames
+      if set(int(i) for i in idx) - set(kept):  # the container's frame count was wrong
+        kept = {i: f for i, f in enumerate(video_io.read_frames(driving_path, int(idx[-1]) + 1)) if i in set(idx)}
+      self.write_grid(grid_path, source, kept, clip.landmarks, clip.found, motion=motion, blend=blend,
                       num_frames=grid_frames)
     return VideoReport(output_path, count, float(info.fps), missing, info.has_audio, grid_path)
 
-  def write_grid(self, path: str, source: SourceFace, driving_path: str, track, landmarks: np.ndarray, *,
-                 motion: str = "relative", blend: bool = False, num_frames: int = 5) -> str:
+  def write_grid(self, path: str, source: SourceFace, frames: dict, raw_landmarks: np.ndarray, found: np.ndarray,
+                 *, motion: str = "relative", blend: bool = False, num_frames: int = 5) -> str:
     """PNG: the source crop, then `num_frames` evenly spaced driving-frame crops (one still box
-    for the clip) over the generated faces for them."""
+    for the clip) over the generated faces for them. `frames`: the decoded driving frames at
+    `figure.sample_indices(len(raw_landmarks), num_frames)` by index; `raw_landmarks` `[T, 68, 2]`
+    (NaN where `found` is False)."""
+    landmarks = fill_missing(raw_landmarks, found)
     idx = figure.sample_indices(len(landmarks), num_frames)
-    lms = self.transfer_motion(source, landmarks, track.found, motion)[idx]
+    lms = self.transfer_motion(source, landmarks, found, motion)[idx]
     faces = self.generate(np.repeat(source.crop[None], len(idx), 0), source.landmarks, lms)
     faces = [self._finish(source, f, lm, blend, paste_back=False) for f, lm in zip(faces, lms)]
-    box = crop_lib.video_crop_box(track.landmarks, track.found, expand=self.crop_scale)
-    wanted = set(int(i) for i in idx)
-    driving = [crop_lib.crop_and_resize(frame, box, self.resolution)[0]
-               for i, frame in enumerate(video_io.read_frames(driving_path, int(idx[-1]) + 1)) if i in wanted]
+    box = crop_lib.video_crop_box(raw_landmarks, found, expand=self.crop_scale)
+    driving = [crop_lib.crop_and_resize(frames[int(i)], box, self.resolution)[0] for i in idx]
     return figure.save_png(figure.reenactment_grid(source.crop, driving, faces, self.resolution), path)
+
+
+class ClipLandmarks:
+  """What `Reenactor.video_frames` saw of the driving clip, frame by frame: landmarks `[T, 68, 2]`
+  (NaN without a face), found `[T]`, and the frames it was asked to keep, by index."""
+
+  def __init__(self):
+    self._landmarks, self._found, self.frames = [], [], {}
+
+  def add(self, landmarks: Optional[np.ndarray], frame: Optional[np.ndarray], index: int) -> None:
+    self._found.append(landmarks is not None)
+    self._landmarks.append(np.full((68, 2), np.nan, np.float32) if landmarks is None else landmarks)
+    if frame is not None:
+      self.frames[index] = frame
+
+  @property
+  def count(self) -> int:
+    return len(self._found)
+
+  @property
+  def landmarks(self) -> np.ndarray:
+    return np.asarray(self._landmarks, np.float32).reshape(-1, 68, 2)
+
+  @property
+  def found(self) -> np.ndarray:
+    return np.asarray(self._found, bool)
 
 
 def fill_missing(landmarks: np.ndarray, found: np.ndarray) -> np.ndarray:

@@ -147,14 +147,22 @@ class VideoLandmarks:
     return np.flatnonzero(~self.found)
 
 
+def make_tracker(detector=None, *, fps: float = 25.0, detect_every: int = 10, smoothing: bool = True,
+                 min_cutoff: float = 1.0, beta: float = 16.0) -> FaceTracker:
+  """The FaceTracker `track_frames` runs (default detector: dlib, HOG, no CNN fallback), for
+  callers that feed frames one at a time (`tracker.update(frame)`)."""
+  if detector is None:
+    detector = detectors_lib.create_detector("dlib", cnn_fallback=False)
+  smoother = OneEuroFilter(fps=fps, min_cutoff=min_cutoff, beta=beta) if smoothing else None
+  return FaceTracker(detector, detect_every=detect_every, smoothing=smoother)
+
+
 def track_frames(frames: Iterable[np.ndarray], detector=None, *, fps: float = 25.0, detect_every: int = 10,
                  smoothing: bool = True, min_cutoff: float = 1.0, beta: float = 16.0,
                  keep_frame: Optional[Callable[[int], bool]] = None, name: str = "frames") -> VideoLandmarks:
   """Tracks the face through `frames` (uint8 RGB `[H, W, 3]` each); see `track_video`."""
-  if detector is None:
-    detector = detectors_lib.create_detector("dlib", cnn_fallback=False)
-  smoother = OneEuroFilter(fps=fps, min_cutoff=min_cutoff, beta=beta) if smoothing else None
-  tracker = FaceTracker(detector, detect_every=detect_every, smoothing=smoother)
+  tracker = make_tracker(detector, fps=fps, detect_every=detect_every, smoothing=smoothing, min_cutoff=min_cutoff,
+                         beta=beta)
   nan = np.full((68, 2), np.nan, np.float32)
   steps, kept, size = [], {}, (0, 0)
   for i, frame in enumerate(frames):

@@ -70,6 +70,8 @@ class Generator(nn.Module):
     motion_max_residual: bound of the residual flow (normalized units; 0.1 = 5% of the frame).
     motion_blend_bias: initial logit of the blend mask (2.0: the output starts 88% warp).
     motion_smoothing: ridge of the TPS solve (0 = exact interpolation).
+    motion_solve: how the TPS system is solved (`motion.SOLVES`): "lapack" (training and
+      inference here) or "elimination" (exported generators: plain array operations; not a config key).
     dtype: computation dtype (parameters stay float32).
     conv, conv_transpose: the convolution and transposed-convolution constructors (`nn.Conv`- and
       `conv.ConvTranspose`-like) of every layer, chosen by the model factory (models/conv/).
@@ -101,6 +103,7 @@ class Generator(nn.Module):
   motion_blend_bias: float = 0.0
   motion_residual: bool = False
   motion_smoothing: float = motion_lib.DEFAULT_SMOOTHING
+  motion_solve: str = "lapack"
 
   @property
   def encoder_features(self) -> list[int]:
@@ -160,7 +163,7 @@ class Generator(nn.Module):
     # the levels below average it down, the full-size source warp upsamples its displacement.
     flow = motion_lib.landmark_flow(layout.rescale(source_landmarks, 0.5),
                                     layout.rescale(driving_landmarks, 0.5), r // 2,
-                                    smoothing=self.motion_smoothing)
+                                    smoothing=self.motion_smoothing, solve=self.motion_solve)
     heads = {}
     if self.motion_refiner or self.motion_blend:
       net_size = r // 4

@@ -60,13 +60,20 @@ def activation(name: str):
 def resize_mask(mask: jnp.ndarray, size: int, method: str) -> jnp.ndarray:
   """Down-samples a face mask `[B, H, W, M]` to `[B, size, size, M]` without parameters.
 
-  Methods: "nearest", "bilinear" (anti-aliased) or "area" (mean over each `H/size` block; the
+  Methods: "nearest" (jax.image.resize's nearest pixels; a strided slice where `size` divides the
+  input), "bilinear" (anti-aliased) or "area" (mean over each `H/size` block; the
   sizes in facegen-jax are powers of two, so blocks tile exactly).
   """
   b, h, w, m = mask.shape
   if h == size and w == size:
     return mask
   if method == "nearest":
+    if h % size == 0 and w % size == 0:
+      # jax.image.resize's nearest pixel of output pixel i is input pixel floor((i + 0.5) * f): for
+      # a whole factor f that is the strided slice below (the same values), which exports to ONNX
+      # as a plain Slice (jax2onnx 0.17.1 converts the resize wrongly).
+      fh, fw = h // size, w // size
+      return mask[:, fh // 2::fh, fw // 2::fw]
     return jax.image.resize(mask, (b, size, size, m), "nearest")
   if method == "bilinear":
     return jax.image.resize(mask, (b, size, size, m), "linear", antialias=True)

@@ -65,14 +65,54 @@ def _sq_dist(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
   return jnp.sum(jnp.square(a[:, :, None, :] - b[:, None, :, :]), axis=-1)
 
 
-def tps_fit(controls: jnp.ndarray, values: jnp.ndarray, smoothing: float = DEFAULT_SMOOTHING):
+def solve_elimination(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+  """`jnp.linalg.solve(a, b)` for `a` `[B, n, n]`, `b` `[B, n, k]` by Gaussian elimination with
+  partial pivoting, as two `fori_loop`s of plain array operations (argmax, select, multiply-add):
+  no LAPACK custom call, so it exports to StableHLO for any platform and to ONNX (a Loop; ONNX
+  has no linear solve, and jax2onnx turns `lu` into per-element scatters). Row swaps are
+  selects, so they are exact; the results agree with LAPACK's to the system's conditioning."""
+  n = a.shape[-1]  # the loop bodies take everything through their carry (jax2onnx's Loop needs that)
+
+  def eliminate(j, m):
+    rows = jnp.arange(n)
+    col = jax.lax.dynamic_index_in_dim(m, j, axis=2, keepdims=False)  # [B, n + k] -> [B, n]
+    p = jnp.argmax(jnp.where(rows[None] >= j, jnp.abs(col), -1.0), axis=-1)  # the pivot row
+    at_p = (rows[None] == p[:, None])[..., None]  # [B, n, 1]
+    row_p = jnp.sum(jnp.where(at_p, m, 0.0), axis=1)  # exact: one non-zero term
+    row_j = jax.lax.dynamic_index_in_dim(m, j, axis=1, keepdims=False)
+    m = jnp.where((rows == j)[None, :, None], row_p[:, None], jnp.where(at_p, row_j[:, None], m))
+    pivot = jax.lax.dynamic_index_in_dim(row_p, j, axis=1)  # [B, 1]
+    col = jax.lax.dynamic_index_in_dim(m, j, axis=2, keepdims=False)
+    factors = jnp.where(rows[None] > j, col / pivot, 0.0)
+    return m - factors[..., None] * row_p[:, None]
+
+  def substitute(i, carry):
+    m, x = carry
+    j = n - 1 - i
+    row = jax.lax.dynamic_index_in_dim(m, j, axis=1, keepdims=False)  # [B, n + k]
+    value = row[:, n:] - jnp.einsum("bi,bik->bk", row[:, :n], x)  # the rows of x from j on are still 0
+    diagonal = jax.lax.dynamic_index_in_dim(row, j, axis=1)
+    return m, jnp.where((jnp.arange(n) == j)[None, :, None], (value / diagonal)[:, None], x)
+
+  m = jax.lax.fori_loop(0, n, eliminate, jnp.concatenate([a, b], axis=-1))
+  return jax.lax.fori_loop(0, n, substitute, (m, jnp.zeros_like(b)))[1]
+
+
+SOLVES = ("lapack", "elimination")
+
+
+def tps_fit(controls: jnp.ndarray, values: jnp.ndarray, smoothing: float = DEFAULT_SMOOTHING, solve: str = "lapack"):
   """Solves the thin-plate spline through `controls` -> `values` (`[B, N, 2]` each).
 
   The interpolant is `f(p) = sum_i w_i U(|p - c_i|) + a_0 + a_1 x + a_2 y` with
   `(K + smoothing I) w + P a = values` and `P^T w = 0` (scipy's `RBFInterpolator` with
   `kernel="thin_plate_spline"`, `degree=1` solves the same system). Returns `(w [B, N, 2],
   a [B, 3, 2])`, in the inputs' precision (float32, or float64 where JAX has x64 enabled).
+  `solve`: "lapack" (`jnp.linalg.solve`, one matrix at a time) or "elimination"
+  (`solve_elimination`, what exported generators use).
   """
+  if solve not in SOLVES:
+    raise ValueError(f"solve must be one of {SOLVES}, got {solve!r}")
   dtype = jnp.result_type(controls, values, jnp.float32)
   controls, values = controls.astype(dtype), values.astype(dtype)
   b, n, _ = controls.shape
@@ -85,7 +125,10 @@ def tps_fit(controls: jnp.ndarray, values: jnp.ndarray, smoothing: float = DEFAU
   # One matrix at a time: XLA:CPU's batched LU kernel spreads a batch over the intra-op thread
   # pool, and with several devices per process each device's kernel waited for pool threads the
   # others held (the step hung); a single matrix is factored in place.
-  sol = jax.lax.map(lambda system: jnp.linalg.solve(*system), (lhs, rhs))
+  if solve == "elimination":
+    sol = solve_elimination(lhs, rhs)
+  else:
+    sol = jax.lax.map(lambda system: jnp.linalg.solve(*system), (lhs, rhs))
   return sol[:, :n], sol[:, n:]
 
 
@@ -103,7 +146,7 @@ def pixel_grid(size: int, dtype=jnp.float32) -> jnp.ndarray:
 
 
 def landmark_map(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray, size: int, points: jnp.ndarray, *,
-                 anchors_per_side: int = 4, smoothing: float = DEFAULT_SMOOTHING) -> jnp.ndarray:
+                 anchors_per_side: int = 4, smoothing: float = DEFAULT_SMOOTHING, solve: str = "lapack") -> jnp.ndarray:
   """The TPS from the driving pose onto the source at normalized `points` `[B, M, 2]`.
 
   Args:
@@ -119,13 +162,13 @@ def landmark_map(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray, 
   src = jnp.concatenate([to_normalized(source_landmarks.astype(dtype), size), anchors], axis=1)
   # The spline interpolates the displacement (source - driving), a few hundredths of the frame,
   # not the positions: float32's rounding then scales with the motion, not with the frame.
-  w, a = tps_fit(drv, src - drv, smoothing)
+  w, a = tps_fit(drv, src - drv, smoothing, solve)
   points = points.astype(dtype)
   return points + tps_apply(drv, w, a, points)
 
 
 def landmark_flow(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray, size: int, *,
-                  anchors_per_side: int = 4, smoothing: float = DEFAULT_SMOOTHING) -> jnp.ndarray:
+                  anchors_per_side: int = 4, smoothing: float = DEFAULT_SMOOTHING, solve: str = "lapack") -> jnp.ndarray:
   """The TPS flow: for each pixel of a `size` frame in the driving pose, where to sample the source.
 
   `landmark_map` at every pixel centre: `[B, size, size, 2]` normalized (x, y) source coordinates
@@ -136,7 +179,7 @@ def landmark_flow(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray,
   dtype = jnp.result_type(source_landmarks, driving_landmarks, jnp.float32)
   grid = jnp.broadcast_to(pixel_grid(size, dtype).reshape(1, size * size, 2), (b, size * size, 2))
   return landmark_map(source_landmarks, driving_landmarks, size, grid, anchors_per_side=anchors_per_side,
-                      smoothing=smoothing).reshape(b, size, size, 2)
+                      smoothing=smoothing, solve=solve).reshape(b, size, size, 2)
 
 
 def upsample_flow(flow: jnp.ndarray, size: int) -> jnp.ndarray:
@@ -146,7 +189,7 @@ def upsample_flow(flow: jnp.ndarray, size: int) -> jnp.ndarray:
   if s == size:
     return flow
   disp = flow - pixel_grid(s, flow.dtype)[None]
-  disp = jax.image.resize(disp, (flow.shape[0], size, size, flow.shape[-1]), "linear")
+  disp = resize_linear(disp, size)
   return disp + pixel_grid(size, flow.dtype)[None]
 
 
@@ -202,7 +245,17 @@ def resize_map(x: jnp.ndarray, size: int) -> jnp.ndarray:
     return x
   if s > size:
     return downsample_flow(x, size)
-  return jax.image.resize(x, (x.shape[0], size, size, x.shape[-1]), "linear")
+  return resize_linear(x, size)
+
+
+def resize_linear(x: jnp.ndarray, size: int) -> jnp.ndarray:
+  """`jax.image.resize(x, (B, size, size, C), "linear")` for a square map `[B, s, s, C]`, written as
+  the `scale_and_translate` it runs (the same weights and contraction, so the same values): under
+  jax2onnx, `jax.image.resize` becomes an ONNX Resize that needs a static batch size."""
+  scale = jnp.full((2,), size / x.shape[1], jnp.result_type(float))
+  return jax.image.scale_and_translate(x, (x.shape[0], size, size, x.shape[-1]), (1, 2), scale,
+                                       jnp.zeros((2,), scale.dtype), "linear", antialias=True,
+                                       precision=jax.lax.Precision.HIGHEST)
 
 
 class MotionNet(nn.Module):
