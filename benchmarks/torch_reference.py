@@ -246,7 +246,7 @@ class TorchTrainStep:
 
   def __init__(self, config: ml_collections.ConfigDict, autocast: Optional[torch.dtype] = None):
     """autocast: None (float32), or torch.bfloat16 to run the forward passes under
-    `torch.autocast("cpu", autocast)` (float32 parameters and optimizer; no loss scaling, which
+    `torch.autocast(<the parameters' device>, autocast)` (float32 parameters and optimizer; no loss scaling, which
     bfloat16's float32 exponent range does not need)."""
     self.autocast = autocast
     self.generator, self.discriminator = Generator(config), MultiScaleDiscriminator(config)
@@ -263,7 +263,8 @@ class TorchTrainStep:
     return torch.cat([image, mask], dim=1) if self.conditional else image
 
   def _forward(self):
-    return torch.autocast("cpu", dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None)
+    device = next(self.generator.parameters()).device.type  # "cpu", or "cuda" (benchmarks/gpu_check.py)
+    return torch.autocast(device, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None)
 
   def __call__(self, source, target, driving_mask, target_mask) -> dict:
     self.generator.train()
