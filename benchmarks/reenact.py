@@ -1,39 +1,71 @@
-"""End-to-end reenactment speed at 256x256: frames/s and time per stage.
+r"""Reenactment speed per runtime: time per stage, their sum, end to end and peak RSS, in one run.
 
-  python benchmarks/reenact.py [--checkpoint=DIR] [--frames=60]
+  python benchmarks/reenact.py [--cases=default,shipped] [--runtimes=jax,jax_export,onnxruntime,torch]
+      [--frames=60] [--generator_only] [--out=BENCHMARKS.md]
 
-Without --checkpoint the generator is the default config's (256x256) with freshly initialised
-weights: the speed is the same as a trained one's. Stages, each timed alone over the same frames:
-decode (PyAV), landmarks (detect every 5th frame + tracking + smoothing), generate (jitted
-generator, batches of 8, compile excluded), blend (landmarks of the output + the detail
-post-process of docs/method.md), paste-back, encode (H.264 + audio copy). Then the whole `Reenactor.reenact_video` call end to end.
+Cases: "default", experiments/configs/default.py at 256x256 with freshly initialised weights (as
+fast as trained ones); "shipped", weights/demo_128 (128x128, with motion). Each case's generator is
+exported (inference/export_formats.py) into a temporary folder; the runtimes (inference/runtimes.py):
+jax (GeneratorModel: oneDNN convolutions on CPU), jax_export (the StableHLO program), onnxruntime
+(the ONNX graph; $FACEGEN_ORT_PROVIDERS picks the providers, CUDA where installed), and torch (the
+PyTorch reference generator of benchmarks/torch_reference.py, only for a generator without motion).
+
+Stages, each timed alone over the same frames: decode (PyAV), landmarks (detect every 5th frame +
+tracking + smoothing), generate (per runtime: batches of 8, the first batch, which compiles, not
+timed), blend (landmarks of the output + the detail post-process of docs/method.md), paste-back,
+encode (H.264 + audio copy). Then `Reenactor.reenact_video` end to end per runtime (blend on; its
+stages overlap: inference/stages.py), with the process's peak RSS after it (getrusage: a running
+maximum over the run, so a later row includes what earlier rows held).
+
+For onnxruntime, the share of its kernel time per ONNX operator type (onnxruntime's profiler, one
+batch) says where its time goes. --rss_seconds=10,20 also reenacts 720p clips of those lengths
+(the bundled clip resized and looped, written first) with the shipped model, each in a process of
+its own, and reports their peak RSS: flat in the clip's length when the pipeline's memory is
+bounded by its queues.
+
+--generator_only times only the generators, on synthetic faces' landmarks (no dlib, no video):
+the figures a GPU machine without dlib can give. With --out, the tables go into that file between
+`<!-- inference:begin -->` and `<!-- inference:end -->`.
 """
 
 import os
+import resource
 import sys
 import tempfile
 import time
 
-import jax
-import numpy as np
-from absl import flags
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from facegen_jax import entry
+import jax  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+from absl import flags  # pylint: disable=wrong-import-position
 
-flags.DEFINE_string("checkpoint", None, "Workdir or export; default: untrained default-config generator.")
+from benchmarks import common  # pylint: disable=wrong-import-position
+from benchmarks.run import cpu_model  # pylint: disable=wrong-import-position
+from facegen_jax import entry  # pylint: disable=wrong-import-position
+
+flags.DEFINE_list("cases", ["default", "shipped"], "default (256x256, untrained) and/or shipped (weights/demo_128).")
+flags.DEFINE_list("runtimes", ["jax", "jax_export", "onnxruntime", "torch"], "Runtimes to time.")
 flags.DEFINE_string("source", "sample_data/jianzhu_guo__3ddfa_v2__JianzhuGuo.jpg", "Source photo.")
 flags.DEFINE_string("driving", "sample_data/lp_d12_man__liveportrait__d12.mp4", "Driving clip.")
 flags.DEFINE_integer("frames", 60, "Driving frames to use.")
+flags.DEFINE_integer("batch", 8, "Generator batch.")
+flags.DEFINE_bool("generator_only", False, "Only the generators, on synthetic landmarks (no dlib, no video).")
+flags.DEFINE_string("out", None, "Markdown file to write the section into.")
+flags.DEFINE_list("rss_seconds", [], "Lengths (s) of 720p clips whose end-to-end peak RSS to measure.")
+flags.DEFINE_string("rss_child", None, "Internal: reenact this clip with the shipped model and print the peak RSS.")
 FLAGS = flags.FLAGS
+BEGIN, END = "<!-- inference:begin -->", "<!-- inference:end -->"
+PROFILES = []  # onnxruntime's time per operator type, a line per case
 
 
-def _model():
+def _case_model(name: str):
   from facegen_jax.inference.generator_model import GeneratorModel, init_generator_variables  # pylint: disable=import-outside-toplevel
-  if FLAGS.checkpoint:
-    return GeneratorModel.load(FLAGS.checkpoint)
-  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments", "configs"))
-  import default  # pylint: disable=import-outside-toplevel
-  config = default.get_config()
+  if name == "shipped":
+    return GeneratorModel.load(str(common.REPO_ROOT / "weights" / "demo_128"))
+  if name != "default":
+    raise ValueError(f"--cases: unknown case {name!r}; choose default or shipped")
+  config = common.benchmark_config("default", 256, FLAGS.batch)
   return GeneratorModel(config, init_generator_variables(config, jax.random.PRNGKey(0)))
 
 
@@ -43,51 +75,234 @@ def _timed(fn):
   return out, time.perf_counter() - start
 
 
-def main(argv):
-  del argv
-  from facegen_jax.inference import paste_back  # pylint: disable=import-outside-toplevel
-  from facegen_jax.io import video as video_io  # pylint: disable=import-outside-toplevel
-  from facegen_jax.inference.reenactor import Reenactor, fill_missing  # pylint: disable=import-outside-toplevel
-  from facegen_jax.landmarks import load_image  # pylint: disable=import-outside-toplevel
-  from facegen_jax.landmarks.video import track_frames  # pylint: disable=import-outside-toplevel
+def _peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
-  reenactor = Reenactor(_model())
-  r = reenactor.resolution
+
+class _TorchGenerator:
+  """The PyTorch reference generator with `GeneratorModel.outputs`' interface (timing only)."""
+
+  def __init__(self, model):
+    import torch  # pylint: disable=import-outside-toplevel
+    from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
+    self.torch = torch
+    self.net = torch_reference.Generator(model.config).eval()
+    self.resolution, self.mask_per_part, self.mask_channels = model.resolution, model.mask_per_part, model.mask_channels
+
+  def outputs(self, sources, masks, source_landmarks, driving_landmarks):
+    del source_landmarks, driving_landmarks  # the reference has no motion
+    t = self.torch
+    with t.no_grad():
+      s = t.from_numpy(np.ascontiguousarray(sources.transpose(0, 3, 1, 2), np.float32) / 127.5 - 1.0)
+      m = t.from_numpy(np.ascontiguousarray(masks.transpose(0, 3, 1, 2), np.float32) / 255.0)
+      out = self.net(s, m)["generated"].numpy().transpose(0, 2, 3, 1)
+    return {"generated": np.clip(np.round((out + 1.0) * 127.5), 0, 255).astype(np.uint8)}
+
+
+def _generators(model, folder: str) -> dict:
+  """runtime -> generator (those of --runtimes that apply to `model`)."""
+  from facegen_jax.inference import export_formats, runtimes  # pylint: disable=import-outside-toplevel
+  wanted = list(FLAGS.runtimes)
+  formats = [f for f, r in (("jax", "jax_export"), ("onnx", "onnxruntime")) if r in wanted]
+  if formats:
+    export_formats.export(model, folder, formats)
+  out = {}
+  for runtime in wanted:
+    if runtime == "jax":
+      out[runtime] = model
+    elif runtime in ("jax_export", "onnxruntime"):
+      out[runtime] = runtimes.load_generator(folder, runtime=runtime)
+    elif runtime == "torch":
+      if model.config.model.motion == "none":
+        out[runtime] = _TorchGenerator(model)
+    else:
+      raise ValueError(f"--runtimes: unknown runtime {runtime!r}")
+  return out
+
+
+def _time_generator(generator, crops, source_landmarks, landmarks, masks) -> float:
+  """Seconds to generate every frame in batches of --batch (the first batch untimed: compile)."""
+  b = FLAGS.batch
+  generator.outputs(crops[:b], masks[:b], source_landmarks[:b], landmarks[:b])
+
+  def run():
+    for i in range(0, len(landmarks), b):
+      generator.outputs(crops[i:i + b], masks[i:i + b], source_landmarks[i:i + b], landmarks[i:i + b])
+  return _timed(run)[1]
+
+
+def _onnx_profile(generator, crops, source_landmarks, landmarks, masks) -> str:
+  """The largest shares of onnxruntime's kernel time by operator type, for one batch."""
+  import json  # pylint: disable=import-outside-toplevel
+  import onnxruntime as ort  # pylint: disable=import-outside-toplevel
+  options = ort.SessionOptions()
+  options.enable_profiling = True
+  with tempfile.TemporaryDirectory() as tmp:
+    options.profile_file_prefix = os.path.join(tmp, "ort")
+    session = ort.InferenceSession(generator.path, options, providers=generator.providers)
+    b = FLAGS.batch
+    from facegen_jax.io import images  # pylint: disable=import-outside-toplevel
+    feeds = dict(zip([i.name for i in session.get_inputs()],
+                     [images.to_float_image(crops[:b]), images.to_float_mask(masks[:b]), source_landmarks[:b],
+                      landmarks[:b]]))
+    session.run(None, feeds)
+    with open(session.end_profiling()) as f:
+      events = json.load(f)
+  per_op = {}
+  for e in events:
+    if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+      op = e.get("args", {}).get("op_name", "?")
+      per_op[op] = per_op.get(op, 0) + e["dur"]
+  total = sum(per_op.values()) or 1
+  top = sorted(per_op.items(), key=lambda kv: -kv[1])[:6]
+  return ", ".join(f"{op} {100 * t / total:.0f}%" for op, t in top)
+
+
+def _generator_only_rows(name, model, generators) -> list:
+  from facegen_jax.landmarks.masks import render_masks  # pylint: disable=import-outside-toplevel
+  faces = common.synthetic_batch(model.config, FLAGS.frames)
+  lms = np.asarray(faces["driving_landmarks"], np.float32)
+  src_lms = np.asarray(faces["source_landmarks"], np.float32)
+  crops = np.asarray(faces["source"], np.uint8)  # the training batch format: uint8 crops
+  masks = render_masks(lms, model.resolution, per_part=model.mask_per_part)
+  rows = []
+  for runtime, generator in generators.items():
+    t = _time_generator(generator, crops, src_lms, lms, masks)
+    rows.append(f"| {name} | {model.resolution} | {runtime} | {1000 * t / len(lms):.1f} |")
+    if runtime == "onnxruntime":
+      PROFILES.append(f"{name}: {_onnx_profile(generator, crops, src_lms, lms, masks)}")
+  return rows
+
+
+def _full_rows(name, model, generators) -> tuple:
+  from facegen_jax.inference import paste_back  # pylint: disable=import-outside-toplevel
+  from facegen_jax.inference.reenactor import Reenactor, fill_missing  # pylint: disable=import-outside-toplevel
+  from facegen_jax.io import video as video_io  # pylint: disable=import-outside-toplevel
+  from facegen_jax.landmarks import load_image  # pylint: disable=import-outside-toplevel
+  from facegen_jax.landmarks.masks import render_masks  # pylint: disable=import-outside-toplevel
+  from facegen_jax.landmarks.video import track_frames  # pylint: disable=import-outside-toplevel
+  reenactor = Reenactor(model)
   source = reenactor.prepare_source(load_image(FLAGS.source))
   info = video_io.probe(FLAGS.driving)
-  n = FLAGS.frames
-  frames, t_decode = _timed(lambda: list(video_io.read_frames(FLAGS.driving, n)))
+  frames, t_decode = _timed(lambda: list(video_io.read_frames(FLAGS.driving, FLAGS.frames)))
   n = len(frames)
   track, t_landmarks = _timed(lambda: track_frames(frames, fps=float(info.fps), detect_every=5))
   lms = reenactor.transfer_motion(source, fill_missing(track.landmarks, track.found), track.found, "relative")
-  reenactor.generate(np.repeat(source.crop[None], 8, 0), source.landmarks, lms[:8])  # compile
-
-  def generate():
-    return np.concatenate([reenactor.generate(np.repeat(source.crop[None], len(lms[i:i + 8]), 0), source.landmarks, lms[i:i + 8])
-                           for i in range(0, n, 8)])
-
-  faces, t_generate = _timed(generate)
+  crops = np.repeat(source.crop[None], n, 0)
+  src_lms = np.repeat(source.landmarks[None], n, 0)
+  masks = render_masks(lms, model.resolution, per_part=model.mask_per_part)
+  faces = reenactor.generate(crops, source.landmarks, lms)
   blended, t_blend = _timed(lambda: [reenactor._finish(source, f, l, blend=True, paste_back=False)  # pylint: disable=protected-access
-                                     for f, l in zip(faces, lms)])  # the output's landmarks + the detail blend
+                                     for f, l in zip(faces, lms)])
   pasted, t_paste = _timed(lambda: [paste_back.paste_back(source.image, f, source.transform.box) for f in blended])
+  rows = []
   with tempfile.TemporaryDirectory() as tmp:
     _, t_encode = _timed(lambda: video_io.write_video(os.path.join(tmp, "o.mp4"), pasted, info.fps,
                                                       audio_from=FLAGS.driving))
-    report, t_total = _timed(lambda: reenactor.reenact_video(
-        load_image(FLAGS.source), FLAGS.driving, os.path.join(tmp, "e2e.mp4"), blend=True, max_frames=n,
-        progress=False))
-  stages = [("decode", t_decode), ("landmarks", t_landmarks), ("generate", t_generate), ("blend", t_blend),
-            ("paste-back", t_paste), ("encode", t_encode)]
-  print(f"reenactment at {r}x{r}: {n} frames of {FLAGS.driving} ({info.width}x{info.height}), source "
-        f"{source.image.shape[1]}x{source.image.shape[0]}")
-  print("| stage | ms/frame | share |")
-  print("|---|---|---|")
-  total = sum(t for _, t in stages)
-  for name, t in stages:
-    print(f"| {name} | {1000 * t / n:.1f} | {100 * t / total:.0f}% |")
-  print(f"| sum of stages | {1000 * total / n:.1f} | 100% |")
-  print(f"end to end (reenact_video, blend on, incl. source detection and crop): {report.frames / t_total:.2f} "
-        f"frames/s ({1000 * t_total / report.frames:.0f} ms/frame)")
+    shared = t_decode + t_landmarks + t_blend + t_paste + t_encode
+    for runtime, generator in generators.items():
+      t_generate = _time_generator(generator, crops, src_lms, lms, masks)
+      if runtime == "onnxruntime":
+        PROFILES.append(f"{name}: {_onnx_profile(generator, crops, src_lms, lms, masks)}")
+      if runtime != "torch":  # the reference generator times the generator only
+        r = Reenactor(generator, detector=reenactor.detector)
+        report, t_total = _timed(lambda r=r: r.reenact_video(load_image(FLAGS.source), FLAGS.driving,
+                                                              os.path.join(tmp, "e2e.mp4"), blend=True, max_frames=n,
+                                                              progress=False, overwrite=True))
+        total = shared + t_generate
+        e2e = (f"{1000 * t_total / report.frames:.1f} | {report.frames / t_total:.2f} | {t_total / total:.2f} | "
+               f"{_peak_rss_mib():.0f}")
+      else:
+        e2e = "n/a | n/a | n/a | n/a"
+      rows.append(f"| {name} | {model.resolution} | {runtime} | {1000 * t_decode / n:.1f} | {1000 * t_landmarks / n:.1f} "
+                  f"| {1000 * t_generate / n:.1f} | {1000 * t_blend / n:.1f} | {1000 * t_paste / n:.1f} | "
+                  f"{1000 * t_encode / n:.1f} | {1000 * (shared + t_generate) / n:.1f} | {e2e} |")
+  clip = f"{n} frames of {FLAGS.driving} ({info.width}x{info.height}), source {source.image.shape[1]}x{source.image.shape[0]}"
+  return rows, clip
+
+
+def _long_clip(path: str, seconds: int) -> None:
+  """A 1280x720 clip of `seconds` (the bundled driving clip resized onto a 720p frame, looped, with
+  its audio where it is as long)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from facegen_jax.io import video as video_io  # pylint: disable=import-outside-toplevel
+  info = video_io.probe(FLAGS.driving)
+  small = [np.asarray(Image.fromarray(f).resize((720, 720))) for f in video_io.read_frames(FLAGS.driving)]
+
+  def frames():
+    for i in range(int(seconds * float(info.fps))):
+      canvas = np.zeros((720, 1280, 3), np.uint8)
+      canvas[:, 280:1000] = small[i % len(small)]
+      yield canvas
+  video_io.write_video(path, frames(), info.fps)
+
+
+def _rss_child(clip: str) -> None:
+  from facegen_jax.inference.reenactor import Reenactor  # pylint: disable=import-outside-toplevel
+  from facegen_jax.landmarks import load_image  # pylint: disable=import-outside-toplevel
+  reenactor = Reenactor.from_checkpoint(str(common.REPO_ROOT / "weights" / "demo_128"))
+  with tempfile.TemporaryDirectory() as tmp:
+    report, t = _timed(lambda: reenactor.reenact_video(load_image(FLAGS.source), clip, os.path.join(tmp, "o.mp4"),
+                                                       progress=False))
+  print(f"RSS {report.frames} {t:.1f} {_peak_rss_mib():.0f}")
+
+
+def _rss_rows() -> list:
+  import subprocess  # pylint: disable=import-outside-toplevel
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    for seconds in FLAGS.rss_seconds:
+      clip = os.path.join(tmp, f"clip_{seconds}s.mp4")
+      _long_clip(clip, int(seconds))
+      out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--rss_child={clip}", f"--source={FLAGS.source}"],
+                           capture_output=True, text=True, check=True, cwd=str(common.REPO_ROOT)).stdout
+      _, frames, t, rss = [l for l in out.splitlines() if l.startswith("RSS ")][-1].split()
+      rows.append(f"| {seconds} s, 1280x720 | {frames} | {int(frames) / float(t):.2f} | {rss} |")
+      print(rows[-1], flush=True)
+  return rows
+
+
+def main(argv):
+  del argv
+  if FLAGS.rss_child:
+    _rss_child(FLAGS.rss_child)
+    return
+  start, load = time.time(), os.getloadavg()[0]
+  rss = _rss_rows() if FLAGS.rss_seconds else []
+  rows, clips = [], []
+  for name in FLAGS.cases:
+    model = _case_model(name)
+    with tempfile.TemporaryDirectory() as folder:
+      generators = _generators(model, folder)
+      if FLAGS.generator_only:
+        rows += _generator_only_rows(name, model, generators)
+      else:
+        case_rows, clip = _full_rows(name, model, generators)
+        rows += case_rows
+        clips.append(clip)
+      print("\n".join(rows[-len(generators):]), flush=True)
+  device = jax.devices()[0].device_kind if jax.default_backend() != "cpu" else f"CPU: {cpu_model()}, {os.cpu_count()} cores"
+  lines = [f"Written by `python benchmarks/reenact.py{' --generator_only' if FLAGS.generator_only else ''} "
+           f"--frames={FLAGS.frames} --out=...` in {time.time() - start:.0f} s. {device}; jax {jax.__version__}; "
+           f"load average (1 min) {load:.1f} at start, {os.getloadavg()[0]:.1f} at end (a shared machine: figures are "
+           "noisy; the rows of one case ran back to back).", ""]
+  if FLAGS.generator_only:
+    lines += ["| case | res | runtime | generate ms/frame (batch of 8) |", "|---|---|---|---|"] + rows
+  else:
+    lines += [f"Clip: {'; '.join(sorted(set(clips)))}. ms/frame per stage; sum = the stages one after the other; "
+              "end to end = `reenact_video` (blend on), whose stages overlap; e2e / sum below 1 is the overlap.", "",
+              "| case | res | runtime | decode | landmarks | generate | blend | paste-back | encode | sum | end to end "
+              "ms/frame | end to end frames/s | e2e / sum | peak RSS MiB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"] + rows
+  if PROFILES:
+    lines += ["", "onnxruntime's kernel time by operator type (one batch): " + "; ".join(PROFILES) + "."]
+  if rss:
+    lines += ["", "Peak RSS of `reenact_video` on long 720p clips (shipped model, JAX, blend off; a process each):", "",
+              "| clip | frames | frames/s | peak RSS MiB |", "|---|---|---|---|"] + rss
+  body = "\n".join(lines)
+  print(body)
+  if FLAGS.out:
+    common.write_section(FLAGS.out, BEGIN, END, "Reenactment per runtime (`benchmarks/reenact.py`)", body)
 
 
 if __name__ == "__main__":
