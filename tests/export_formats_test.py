@@ -182,6 +182,8 @@ def test_folder_and_file_pick_their_runtime(exported, tmp_path):
   assert runtimes.load_generator(str(only_programs / "generator.onnx")).runtime == "onnxruntime"
   with pytest.raises(ValueError, match="runtime 'jax_export' cannot run it"):
     runtimes.load_generator(str(only_programs / "generator.onnx"), runtime="jax_export")
+  with pytest.raises(ValueError, match="personalization"):
+    _ = runtimes.load_generator(str(only_programs / "generator.jax")).variables
 
 
 def test_reenactor_reenacts_the_bundled_clip_from_an_onnx_export(exported, tmp_path):

@@ -136,6 +136,12 @@ class ExportedGenerator:
     self.providers = session.get_providers()
     return lambda *inputs: session.run(None, dict(zip(input_names, inputs)))
 
+  @property
+  def variables(self):
+    """An exported program has its weights baked in: nothing to fine-tune (personalization)."""
+    raise ValueError(f"{self.path} is an exported program with its weights baked in; personalization "
+                     "(--finetune_steps) needs the weights: use a training workdir or a msgpack export")
+
   def float_outputs(self, sources, masks, source_landmarks, driving_landmarks) -> dict:
     """The program's outputs (`output_names` -> float32 numpy) for float32 inputs."""
     inputs = [np.ascontiguousarray(x, np.float32) for x in (sources, masks, source_landmarks, driving_landmarks)]
