@@ -371,6 +371,10 @@ BAD_INPUTS = (
                         "--config.global_batch_size=0", "--config.optimizer.g_learning_rate=-1"],
              r"(?s)(?=.*config.resolution=100: must be a power of two)(?=.*global_batch_size=0: must be a positive "
              r"multiple of the device count)(?=.*g_learning_rate=-1.0: must be a positive)"),
+    BadInput("train.py", "a data dir that does not exist",
+             lambda f: [f"--config={TINY}", f"--workdir={f['root'] / 'w'}", "--config.data.source=tfds",
+                        f"--config.data.data_dir={f['root'] / 'missing'}"],
+             r"no face_frames dataset in .*missing.*prepare_data.py"),
     BadInput("train.py", "a workdir trained with another model size",
              lambda f: [f"--config={TINY}", f"--workdir={f['workdir']}", "--config.model.base_features=16"],
              r"checkpoints/1 does not match this config: it was saved with another model"),

@@ -6,11 +6,11 @@ the EMA generator params, the step and the rng) and "data" (the data iterator's 
 
 Integrity: once orbax has finished writing a step (`Manager.wait_until_finished`, which every
 save runs for the previous save too), process 0 writes `<step>/facegen_checksums.json` (size and
-SHA-256 of every file of the step; temporary file, then renamed). A restore checks a step's files
-against it, then the saved array shapes against the config's, then restores and checks every
-floating-point value finite. A step written before this file existed (or by a process killed
-between finishing the save and sealing it) has no checksums; it is trusted when it restores and is
-finite.
+SHA-256 of every file of the step; temporary file, then renamed; paths go through epath, so a
+workdir may be a `gs://` URL). A restore checks a step's files against it, then the saved array
+shapes against the config's, then restores and checks every floating-point value finite. A step written before this file existed, or by a process killed
+after the step was complete but before it was sealed (a step is sealed when the next save starts,
+or when the run ends), has no checksums; it is trusted when it restores and is finite.
 
 - `restore_latest(manager, like)`: everything, into the structure of `like` (training resumes
   with it, through `train/checkpointing.py`) from the newest good step; damaged or incomplete
@@ -29,7 +29,6 @@ fields named below (`GENERATOR_VARS`, `EMA_PARAMS`, `STEP`), which must stay the
 import hashlib
 import json
 import os
-import pathlib
 from typing import Any, Optional
 
 import jax
@@ -49,31 +48,48 @@ class DamagedCheckpointError(ValueError):
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+  """`<workdir>/checkpoints`; a local workdir made absolute, a URL (`gs://...`, through epath) kept."""
+  workdir = os.fspath(workdir)
+  return str(epath.Path(workdir) / "checkpoints") if "://" in workdir else os.path.join(os.path.abspath(workdir),
+                                                                                       "checkpoints")
 
 
-def _step_files(step_dir: pathlib.Path) -> dict:
+def _files_under(folder: epath.Path) -> list:
+  """Every file under `folder`, at any depth (epath's glob refuses `**`)."""
+  found = []
+  for child in folder.iterdir():
+    if child.is_dir():
+      found += _files_under(child)
+    else:
+      found.append(child)
+  return found
+
+
+def _step_files(step_dir: epath.Path) -> dict:
   """Relative path -> [bytes, sha256] of every file of a step but the checksum file itself."""
   found = {}
-  for path in sorted(step_dir.rglob("*")):
-    if path.is_file() and not path.name.startswith(CHECKSUMS_FILE) and not path.name.startswith(f".{CHECKSUMS_FILE}"):
-      digest = hashlib.sha256()
-      with open(path, "rb") as f:
+  for path in sorted(_files_under(step_dir), key=str):
+    if not path.name.startswith(CHECKSUMS_FILE) and not path.name.startswith(f".{CHECKSUMS_FILE}"):
+      digest, size = hashlib.sha256(), 0
+      with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):  # pylint: disable=cell-var-from-loop
           digest.update(block)
-      found[path.relative_to(step_dir).as_posix()] = [path.stat().st_size, digest.hexdigest()]
+          size += len(block)
+      found[str(path.relative_to(step_dir))] = [size, digest.hexdigest()]
   return found
 
 
 def write_checksums(step_dir) -> None:
-  """Seals a finished step: `<step_dir>/facegen_checksums.json`, written to a temporary file and renamed."""
-  step_dir = pathlib.Path(step_dir)
+  """Seals a finished step: `<step_dir>/facegen_checksums.json`, written to a temporary file and renamed
+  (on an object store, uploaded in one piece)."""
+  step_dir = epath.Path(step_dir)
+  text = json.dumps({"files": _step_files(step_dir)}, indent=0)
+  if "://" in str(step_dir):  # an object store: an upload appears whole or not at all
+    (step_dir / CHECKSUMS_FILE).write_text(text)
+    return
   tmp = step_dir / f".{CHECKSUMS_FILE}.tmp"
-  with open(tmp, "w") as f:
-    json.dump({"files": _step_files(step_dir)}, f, indent=0)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, step_dir / CHECKSUMS_FILE)
+  tmp.write_text(text)
+  tmp.replace(step_dir / CHECKSUMS_FILE)
 
 
 def file_problem(step_dir) -> Optional[str]:
@@ -81,7 +97,7 @@ def file_problem(step_dir) -> Optional[str]:
 
   A step without checksums (see the module docstring) only needs orbax's own metadata files.
   """
-  step_dir = pathlib.Path(step_dir)
+  step_dir = epath.Path(step_dir)
   sums = step_dir / CHECKSUMS_FILE
   if not sums.exists():
     missing = [name for name in ("_CHECKPOINT_METADATA", f"{STATE_ITEM}/_METADATA", f"{DATA_ITEM}/metadata")
@@ -125,7 +141,7 @@ class Manager(ocp.CheckpointManager):
     if jax.process_index() != 0:
       return
     for step in unsealed:
-      step_dir = pathlib.Path(self.directory) / str(step)
+      step_dir = epath.Path(self.directory) / str(step)
       if step_dir.is_dir():  # not already dropped by max_to_keep
         write_checksums(step_dir)
 
@@ -179,8 +195,8 @@ def structure_mismatch(saved: dict, wanted: dict) -> Optional[str]:
   return "; ".join(wrong[:3]) + (f"; and {len(wrong) - 3} more" if len(wrong) > 3 else "")
 
 
-def _saved_shapes(step_dir: pathlib.Path) -> dict:
-  metadata = ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir / STATE_ITEM))
+def _saved_shapes(step_dir: epath.Path) -> dict:
+  metadata = ocp.StandardCheckpointHandler().metadata(step_dir / STATE_ITEM)
   return _shapes(getattr(metadata, "tree", metadata))
 
 
@@ -199,20 +215,32 @@ def nonfinite_problem(tree: Any) -> Optional[str]:
   return "NaN or infinite values in " + ", ".join(bad[:3]) + (f" and {len(bad) - 3} more arrays" if len(bad) > 3 else "")
 
 
-def _step_dirs(directory: pathlib.Path) -> list:
+def _step_dirs(directory: epath.Path) -> list:
   """Every step folder (named by its number), newest first."""
   if not directory.is_dir():
     return []
   return sorted((p for p in directory.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: -int(p.name))
 
 
-def _move_aside(step_dir: pathlib.Path, problem: str, resumed: Optional[int]) -> pathlib.Path:
+def _move_tree(source: epath.Path, target: epath.Path) -> None:
+  """Renames a folder; on an object store (no folders to rename), copies every file, then deletes."""
+  if "://" not in str(source):
+    source.rename(target)
+    return
+  for path in _files_under(source):
+    dest = target / str(path.relative_to(source))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    path.copy(dest)
+  source.rmtree()
+
+
+def _move_aside(step_dir: epath.Path, problem: str, resumed: Optional[int]) -> epath.Path:
   aside = step_dir.parent.parent / DAMAGED_DIR
-  aside.mkdir(exist_ok=True)
+  aside.mkdir(parents=True, exist_ok=True)
   target, n = aside / step_dir.name, 1
   while target.exists():
     target, n = aside / f"{step_dir.name}.{n}", n + 1
-  os.rename(step_dir, target)
+  _move_tree(step_dir, target)
   then = f"resuming from step {resumed}" if resumed is not None else "starting from step 0"
   logging.warning("checkpoint %s is damaged (%s): moved it to %s; %s", step_dir, problem, target, then)
   return target
@@ -233,7 +261,7 @@ def restore_latest(manager: ocp.CheckpointManager, like: Any) -> Optional[tuple[
   `<workdir>/damaged_checkpoints/` with a warning each. Raises ValueError (moving nothing) for a
   step saved with another model, and DamagedCheckpointError when every step is damaged.
   """
-  directory = pathlib.Path(manager.directory)
+  directory = epath.Path(manager.directory)
   wanted = _shapes(like)
   damaged = []
   for step_dir in _step_dirs(directory):
@@ -297,7 +325,7 @@ def restore_generator(workdir: str, like: dict, use_ema: bool = True) -> tuple[d
     FileNotFoundError: no checkpoint. ValueError: saved with another model.
     DamagedCheckpointError: the newest step's files fail their checks, or it holds non-finite weights.
   """
-  directory = pathlib.Path(checkpoint_dir(workdir))
+  directory = epath.Path(checkpoint_dir(workdir))
   steps = _step_dirs(directory)
   if not steps:
     raise FileNotFoundError(f"no checkpoint in {directory}: train first, or pass an export directory")
