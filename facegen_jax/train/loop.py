@@ -8,7 +8,6 @@ are copied and written on a background thread (`summaries.Summaries.images`).
 """
 
 import json
-import os
 import queue
 import signal
 import threading
@@ -17,6 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from facegen_jax.data import batch as batch_lib
 from facegen_jax.data.synthetic import SyntheticFaces
@@ -127,8 +127,7 @@ class _Prefetch:
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    (epath.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, make_evaluator=None) -> dict:
@@ -146,14 +145,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, make_evaluator=None) 
     raise ValueError(f"config.eval_every_steps={config.eval_every_steps} but no evaluator was given: call "
                      "train(config, workdir, make_evaluator=facegen_jax.evaluation.during_training.Evaluator) "
                      "(experiments/train.py does), or set config.eval_every_steps=0")
-  profile = summaries.ProfileWindow(config.get("profile_steps", ""), os.path.join(workdir, "profile"))
+  profile = summaries.ProfileWindow(config.get("profile_steps", ""), epath.Path(workdir) / "profile")
   summaries.quiet_library_logs()
-  for name, path in (("--workdir", workdir), ("config.data.data_dir", str(config.data.get("data_dir", "")))):
-    if "://" in path:
-      raise ValueError(f"{name}={path}: URLs are not supported (the run would write to a local folder named after "
-                       "it); mount the bucket (e.g. gcsfuse) or use a shared file system and pass its path")
+  data_dir = str(config.data.get("data_dir", ""))
+  if "://" in data_dir:  # the workdir may be a URL (epath); the ArrayRecord shards are read with local file APIs
+    raise ValueError(f"config.data.data_dir={data_dir}: URLs are not supported for the training data; copy the "
+                     "prepared dataset to a local disk, or mount the bucket (e.g. gcsfuse), and pass its path")
   config_check.validate(config, jax.device_count(), jax.process_count())  # before anything compiles
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
 
   # Mesh.
   mesh = sharding.make_mesh()

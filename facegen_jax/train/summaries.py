@@ -5,8 +5,9 @@ import concurrent.futures
 import io
 import json
 import logging as std_logging
-import os
 import re
+import shutil
+import tempfile
 import time
 
 import jax
@@ -52,6 +53,46 @@ def _format_duration(seconds: float) -> str:
   return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+class _UrlEventFile:
+  """A TensorBoard event file at a URL (`gs://...`), written through epath: the records are kept
+  in memory and the whole file is rewritten at each flush (object stores have no append), as
+  tensorboardX's own GCS writer does."""
+
+  def __init__(self, path: str):
+    self._path, self._buffer = epath.Path(path), io.BytesIO()
+
+  def write(self, data: bytes) -> None:
+    self._buffer.write(data)
+
+  def flush(self) -> None:
+    self._path.write_bytes(self._buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _UrlEventFiles:
+  """tensorboardX's writer factory for one URL scheme."""
+
+  def open(self, path: str) -> _UrlEventFile:
+    return _UrlEventFile(path)
+
+  def directory_check(self, path: str) -> None:
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
+URL_SCHEMES = ("gs", "s3")
+
+
+def _register_url_event_writers() -> None:
+  """Event files under `gs://` and `s3://` go through epath (tensorboardX's own writers for them
+  use other client libraries and credentials)."""
+  from tensorboardX import record_writer  # pylint: disable=import-outside-toplevel
+  for scheme in URL_SCHEMES:
+    if not isinstance(record_writer.REGISTERED_FACTORIES.get(scheme), _UrlEventFiles):
+      record_writer.register_writer_factory(scheme, _UrlEventFiles())
+
+
 class Summaries:
   """Writes scalars and grids to `<workdir>/tensorboard` and prints progress with rate and ETA.
 
@@ -66,7 +107,8 @@ class Summaries:
     self._writer = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      _register_url_event_writers()
+      self._writer = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
     self._last_time, self._last_step = None, None
     self.last_rate = None  # steps/s between the last two `scalars` calls
     self._images = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="image_summaries")
@@ -207,10 +249,12 @@ class ProfileWindow:
   """`config.profile_steps` = "FIRST-LAST" (e.g. "100-105"): a `jax.profiler` trace of train steps
   FIRST to LAST (step n is the update that makes `state.step` n) into `log_dir`; "" = none. Open
   it with TensorBoard's profile plugin (`--logdir=<log_dir>`) or xprof. A run resumed inside the
-  window traces the rest of it."""
+  window traces the rest of it. A URL `log_dir` (`gs://...`) gets the trace copied up through
+  epath when it stops (the profiler writes local files)."""
 
-  def __init__(self, spec: str, log_dir: str):
+  def __init__(self, spec: str, log_dir):
     self.log_dir, self._active, self.first, self.last = str(log_dir), False, None, None
+    self._local = None
     spec = str(spec or "").strip()
     if spec:
       match = re.fullmatch(r"(\d+)-(\d+)", spec)
@@ -223,7 +267,8 @@ class ProfileWindow:
     """Called before step `step` is dispatched: starts the trace at the window's first step."""
     if self.first is not None and not self._active and self.first <= step <= self.last:
       logging.info("profiling steps %d-%d into %s", step, self.last, self.log_dir)
-      jax.profiler.start_trace(self.log_dir)
+      self._local = tempfile.mkdtemp(prefix="facegen_profile_") if "://" in self.log_dir else None
+      jax.profiler.start_trace(self._local or self.log_dir)
       self._active = True
 
   def after(self, step: int, outputs) -> None:
@@ -238,6 +283,13 @@ class ProfileWindow:
       jax.profiler.stop_trace()
       self._active = False
       self.first = None  # one window per run
+      if self._local:
+        for folder, _, names in epath.Path(self._local).walk():
+          for name in names:
+            target = epath.Path(self.log_dir) / (folder / name).relative_to(self._local)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).copy(target, overwrite=True)
+        shutil.rmtree(self._local)
 
 
 class _QuietLibraries(std_logging.Filter):
