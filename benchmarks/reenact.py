@@ -142,9 +142,9 @@ def _onnx_profile(generator, crops, source_landmarks, landmarks, masks) -> str:
     session = ort.InferenceSession(generator.path, options, providers=generator.providers)
     b = FLAGS.batch
     from facegen_jax.io import images  # pylint: disable=import-outside-toplevel
-    feeds = dict(zip([i.name for i in session.get_inputs()],
-                     [images.to_float_image(crops[:b]), images.to_float_mask(masks[:b]), source_landmarks[:b],
-                      landmarks[:b]]))
+    inputs = [images.to_float_image(crops[:b]), images.to_float_mask(masks[:b]), source_landmarks[:b], landmarks[:b]]
+    flow = generator.tps_flow(source_landmarks[:b], landmarks[:b])  # with motion, the fifth input
+    feeds = dict(zip([i.name for i in session.get_inputs()], inputs + ([] if flow is None else [flow])))
     session.run(None, feeds)
     with open(session.end_profiling()) as f:
       events = json.load(f)

@@ -1,15 +1,15 @@
 """Reenacts a photo with the pose of another photo on an exported ONNX generator, with no model
-code: numpy, onnxruntime and the landmark detector (facegen_jax.landmarks: dlib landmarks, face
-crops, face masks) are all it uses.
+code and no JAX: numpy, onnxruntime and facegen_jax.landmarks (dlib landmarks, face crops, face
+masks and, for a generator with motion, the thin-plate spline's flow) are all it uses.
 
   python experiments/export.py --workdir=weights/demo_128 --output=/tmp/export --format=onnx
   python examples/onnx_reenact.py --model=/tmp/export/generator.onnx --source=face.jpg \
       --driving=pose.jpg --output=out.png
 
 The generator's inputs follow the contract export.py writes beside the model (generator.onnx.json):
-face crops in [-1, 1], the driving face mask in [0, 1], both faces' landmarks in crop pixels. The
-output is the generated face crop. (Today facegen_jax.landmarks imports facegen_jax.io.images,
-which imports JAX at module level, so JAX is loaded, though nothing here calls it.)
+face crops in [-1, 1], the driving face mask in [0, 1], both faces' landmarks in crop pixels and,
+with motion, the spline's flow from those landmarks (`tps.host_flow`, float64 numpy, with the
+contract's smoothing). The output is the generated face crop.
 """
 
 import argparse
@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from facegen_jax.landmarks import create_detector, crop as crop_lib, load_image, render_masks
+from facegen_jax.landmarks import create_detector, crop as crop_lib, load_image, render_masks, tps
 
 CROP_SCALE = 1.8  # the crop box the shipped models were trained on (Reenactor's default)
 
@@ -54,6 +54,9 @@ def main():
       "source_landmarks": source_landmarks[None],
       "driving_landmarks": driving_landmarks[None],
   }
+  if "tps" in contract:  # a generator with motion: the flow is computed here, in float64
+    inputs["tps_flow"] = tps.host_flow(inputs["source_landmarks"], inputs["driving_landmarks"], r,
+                                       float(contract["tps"]["smoothing"]))
   session = ort.InferenceSession(args.model, providers=ort.get_available_providers())
   generated = session.run(["generated"], inputs)[0][0]
   Image.fromarray(np.clip(np.round((generated + 1.0) * 127.5), 0, 255).astype(np.uint8)).save(args.output)

@@ -1,7 +1,9 @@
 """Exported generators (inference/export_formats.py, inference/runtimes.py) of both shipped weights:
-the jax (StableHLO) and ONNX programs give the JAX generator's images on bundled frames at batch 1
-and 5 from one export, the ONNX file passes onnx.checker, damaged or mismatched exports are refused
-naming the file, and the Reenactor reenacts the bundled clip from an ONNX export.
+the jax (StableHLO) and ONNX programs give the JAX generator's images within 1e-4 at batch 1 and 5
+from one export, with motion and without, on the bundled clip's frames where the float32 spline is
+worst (near-coincident driving landmarks: every runtime takes the float64 flow of landmarks/tps.py),
+the ONNX file passes onnx.checker, damaged or mismatched exports are refused naming the file, and
+the Reenactor reenacts the bundled clip from an ONNX export.
 
 The layers changed so they export (nearest mask pyramid, linear upsampling) are checked to be
 bit-identical to what they replaced.
@@ -23,7 +25,7 @@ from facegen_jax.inference.generator_model import GeneratorModel
 from facegen_jax.inference.reenactor import fill_missing
 from facegen_jax.io import images
 from facegen_jax.io import video as video_io
-from facegen_jax.landmarks import load_image
+from facegen_jax.landmarks import load_image, tps
 from facegen_jax.landmarks.masks import render_masks
 from facegen_jax.landmarks.video import track_video
 from facegen_jax.models import layers, motion
@@ -54,29 +56,23 @@ def test_linear_upsampling_is_the_resize_it_replaced():
     assert bool((got == want).all()), size
 
 
-def test_elimination_solves_like_lapack():
-  rng = np.random.default_rng(0)
-  a = rng.normal(size=(3, 12, 12)).astype(np.float32) + 4 * np.eye(12, dtype=np.float32)
-  b = rng.normal(size=(3, 12, 2)).astype(np.float32)
-  want = np.linalg.solve(a.astype(np.float64), b.astype(np.float64))
-  got = np.asarray(jax.jit(motion.solve_elimination)(a, b))
-  assert np.abs(got - want).max() < 1e-5
-  # A row swap is needed at once (a zero first pivot), and a zero right side gives exact zeros.
-  perm = np.asarray(jax.jit(motion.solve_elimination)(a[:, ::-1], b[:, ::-1]))
-  assert np.abs(perm - want).max() < 1e-5
-  assert not np.asarray(motion.solve_elimination(a, np.zeros_like(b))).any()
-
-
 @pytest.fixture(scope="module")
 def frames():
-  """Bundled frames as generator inputs: the held-out photo's crop x 5, posed by the first 5 frames
-  of the bundled clip (relative motion), as the Reenactor makes them."""
+  """Bundled frames as generator inputs: the held-out photo's crop x 5, posed by the 5 frames of
+  the bundled clip (relative motion, as the Reenactor makes them) where the float32 spline of the
+  generator's graph is furthest from the float64 one, and how far (px at R/2)."""
   reenactor = Reenactor(GeneratorModel.load(str(KINDS["spec"])))
   source = reenactor.prepare_source(load_image(str(SOURCE)))
-  track = track_video(str(DRIVING), None, max_frames=5)
+  track = track_video(str(DRIVING), None)
   lms = reenactor.transfer_motion(source, fill_missing(track.landmarks, track.found), track.found, "relative")
-  return {"crops": np.repeat(source.crop[None], 5, 0), "source_landmarks": np.repeat(source.landmarks[None], 5, 0),
-          "landmarks": lms.astype(np.float32)}
+  lms = lms.astype(np.float32)
+  src = np.repeat(source.landmarks[None], len(lms), 0).astype(np.float32)
+  r = reenactor.resolution
+  in_graph = np.asarray(jax.jit(lambda s, d: motion.generator_flow(s, d, r))(src, lms))
+  error = np.abs(in_graph - tps.host_flow(src, lms, r)).max(axis=(1, 2, 3)) * tps.flow_size(r) / 2
+  worst = np.sort(np.argsort(-error)[:5])
+  return {"crops": np.repeat(source.crop[None], 5, 0), "source_landmarks": src[worst], "landmarks": lms[worst],
+          "float32_error_px": error[worst]}
 
 
 @pytest.fixture(scope="module", params=sorted(KINDS))
@@ -93,7 +89,9 @@ def exported(request, frames, tmp_path_factory):
 
 
 def _jax_images(model, inputs):
-  out = jax.jit(model.float_outputs)(model.variables, *(jnp.asarray(x) for x in inputs))
+  """The JAX runtime's images (with motion, on the float64 host flow, as GeneratorModel.outputs)."""
+  flow = model.tps_flow(*inputs[2:])
+  out = jax.jit(model.float_outputs)(model.variables, *(jnp.asarray(x) for x in inputs), flow)
   return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -107,20 +105,18 @@ def test_exported_program_gives_the_jax_generators_images(exported, runtime):
   kind, model, folder, inputs = exported
   program = runtimes.load_generator(str(folder), runtime=runtime)
   assert isinstance(program, runtimes.ExportedGenerator) and program.output_names == model.output_names
+  assert program.input_names[4:] == ((export_formats.FLOW_INPUT,) if kind == "motion" else ())
   want = _jax_images(model, inputs)
-  unmoved = inputs[:3] + (inputs[2],)  # driving = source landmarks: the TPS flow is exactly the identity
-  want_unmoved = _jax_images(model, unmoved)
   for batch in (1, 5):  # one export, two batch sizes
     got = program.float_outputs(*(x[:batch] for x in inputs))
-    if runtime == "onnxruntime" and kind == "motion":
-      # The float32 TPS system (condition ~6e5) turns the rounding of two solvers (LAPACK's LU in
-      # JAX, elimination in the graph) into ~0.02 px of warp: large errors only where the warped
-      # image has edges, so the mean stays small (export_formats' docstring).
-      errors = [np.abs(got[k] - want[k][:batch]) for k in want]
-      assert max(float(e.max()) for e in errors) < 0.05 and max(float(e.mean()) for e in errors) < 1e-3
-      assert _max_error(program.float_outputs(*(x[:batch] for x in unmoved)), want_unmoved, batch) < TOLERANCE
-    else:
-      assert _max_error(got, want, batch) < TOLERANCE, (kind, runtime, batch)
+    assert _max_error(got, want, batch) < TOLERANCE, (kind, runtime, batch)
+
+
+def test_the_frames_are_where_a_float32_spline_would_differ(frames):
+  # What the test above would meet if each program solved the spline in float32 on its own:
+  # 0.02 to 0.05 px at R/2 on these frames (median 0.0014 px over the clip), which the bilinear
+  # warp turned into up to 0.05 (of [-1, 1]) at the source's edges.
+  assert frames["float32_error_px"].min() > 0.01, frames["float32_error_px"]
 
 
 def test_onnx_file_passes_the_checker_and_has_a_dynamic_batch(exported):
@@ -128,7 +124,7 @@ def test_onnx_file_passes_the_checker_and_has_a_dynamic_batch(exported):
   path = folder / "generator.onnx"
   onnx.checker.check_model(str(path), full_check=True)
   graph = onnx.load(str(path)).graph
-  assert [i.name for i in graph.input] == list(export_formats.INPUT_NAMES)
+  assert [i.name for i in graph.input] == list(export_formats.input_names(model))
   assert [o.name for o in graph.output] == list(model.output_names)
   assert all(i.type.tensor_type.shape.dim[0].dim_param == export_formats.BATCH for i in graph.input)
 
@@ -144,6 +140,12 @@ def test_contract_describes_the_inputs(exported):
     assert {i["name"]: i["range"] for i in contract["inputs"]}["sources"] == [-1.0, 1.0]
     assert [o["name"] for o in contract["outputs"]] == list(model.output_names)
     assert contract["weights"] == model.info
+    if model.motion_smoothing is None:
+      assert export_formats.FLOW_INPUT not in shapes and "tps" not in contract
+    else:  # what the caller needs to compute the flow input
+      assert shapes[export_formats.FLOW_INPUT] == ["batch", 64, 64, 2]
+      assert contract["tps"] == {"function": "facegen_jax.landmarks.tps.host_flow", "size": 64,
+                                 "smoothing": model.config.model.motion_smoothing, "anchors_per_side": 4}
 
 
 def test_damaged_or_mismatched_exports_are_refused(exported, tmp_path):
@@ -207,10 +209,14 @@ def test_onnx_example_reenacts_a_photo(exported, tmp_path):
   if kind != "motion":
     pytest.skip("one run of the example is enough")
   out = tmp_path / "out.png"
-  result = subprocess.run(
-      [sys.executable, str(REPO_ROOT / "examples" / "onnx_reenact.py"), f"--model={folder / 'generator.onnx'}",
-       f"--source={SOURCE}", f"--driving={REPO_ROOT / 'sample_data' / 'lp_d18_d19_man__liveportrait__d19.jpg'}",
-       f"--output={out}"], capture_output=True, text=True, timeout=300, cwd=str(REPO_ROOT), check=False)
+  argv = [str(REPO_ROOT / "examples" / "onnx_reenact.py"), f"--model={folder / 'generator.onnx'}", f"--source={SOURCE}",
+          f"--driving={REPO_ROOT / 'sample_data' / 'lp_d18_d19_man__liveportrait__d19.jpg'}", f"--output={out}"]
+  # The example run as a script, then what it imported: neither JAX nor flax.
+  run = (f"import runpy, sys; sys.argv = {argv!r}; runpy.run_path(sys.argv[0], run_name='__main__'); "
+         "print('loaded:', sorted(m for m in ('jax', 'jaxlib', 'flax') if m in sys.modules))")
+  result = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=300,
+                          cwd=str(REPO_ROOT), check=False)
   assert result.returncode == 0, result.stderr[-2000:]
+  assert "loaded: []" in result.stdout, result.stdout
   picture = np.asarray(Image.open(out))
   assert picture.shape == (128, 128, 3) and picture.std() > 10  # a face, not a flat image

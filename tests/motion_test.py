@@ -1,5 +1,6 @@
-"""The landmark-driven motion of the generator (models/motion.py): the TPS flow against scipy,
-landmark transport, the identity, gradients, the bilinear warp, and the generator's trees."""
+"""The landmark-driven motion of the generator (models/motion.py, landmarks/tps.py): the TPS flow
+against scipy, landmark transport, the identity, gradients, the bilinear warp, the generator's
+trees, and the float64 host flow inference gives every runtime."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,7 @@ import scipy.interpolate
 import scipy.ndimage
 
 from facegen_jax.data.synthetic import MEAN_FACE, SyntheticFaces
-from facegen_jax.landmarks import layout
+from facegen_jax.landmarks import layout, tps
 from facegen_jax.landmarks.perturb import perturb_landmarks
 from facegen_jax.models import factory, motion
 from facegen_jax.train import finetune, sharding, state as state_lib, step as step_lib
@@ -36,13 +37,18 @@ def face_pairs(n: int, seed: int = 0):
 
 def scipy_flow(src: np.ndarray, drv: np.ndarray, smoothing: float) -> np.ndarray:
   """The same spline from scipy in float64: `[R, R, 2]` normalized source coordinates."""
+  return scipy_flow_at(src, drv, smoothing, R)
+
+
+def scipy_flow_at(src: np.ndarray, drv: np.ndarray, smoothing: float, size: int) -> np.ndarray:
+  """`scipy_flow` for landmarks in pixels of a `size` crop: `[size, size, 2]`."""
   anchors = np.asarray(motion.border_anchors(4), np.float64)
-  d = np.concatenate([(drv.astype(np.float64) + 0.5) * 2 / R - 1, anchors])
-  s = np.concatenate([(src.astype(np.float64) + 0.5) * 2 / R - 1, anchors])
+  d = np.concatenate([(drv.astype(np.float64) + 0.5) * 2 / size - 1, anchors])
+  s = np.concatenate([(src.astype(np.float64) + 0.5) * 2 / size - 1, anchors])
   interp = scipy.interpolate.RBFInterpolator(d, s, kernel="thin_plate_spline", smoothing=smoothing, degree=1)
-  c = (2 * np.arange(R) + 1.0) / R - 1
+  c = (2 * np.arange(size) + 1.0) / size - 1
   grid = np.stack(np.meshgrid(c, c, indexing="xy"), -1).reshape(-1, 2)
-  return interp(grid).reshape(R, R, 2)
+  return interp(grid).reshape(size, size, 2)
 
 
 def test_flow_carries_every_driving_landmark_onto_its_source_landmark():
@@ -146,14 +152,18 @@ def test_motion_none_builds_the_motion_free_tree_and_motion_adds_only_its_networ
   assert bare == none
 
 
-def test_generator_with_motion_outputs_the_warp_and_blend_mask_and_learns_through_them():
+def _motion_case(pair_seed: int, image_seed: int):
+  """A small generator with motion, its variables, a face pair's landmarks on its S crop, a random
+  image and an empty mask."""
   config = _config("landmark_tps")
-  g = factory.build_generator(config)
-  variables = _init(config)
-  src, drv = face_pairs(1, seed=4)[0]
+  src, drv = face_pairs(1, seed=pair_seed)[0]
   src_lm, drv_lm = jnp.asarray(src * (S / R))[None], jnp.asarray(drv * (S / R))[None]
-  image = jnp.asarray(np.random.default_rng(5).uniform(-1, 1, (1, S, S, 3)), jnp.float32)
-  mask = jnp.zeros((1, S, S, 1))
+  image = jnp.asarray(np.random.default_rng(image_seed).uniform(-1, 1, (1, S, S, 3)), jnp.float32)
+  return factory.build_generator(config), _init(config), src_lm, drv_lm, image, jnp.zeros((1, S, S, 1))
+
+
+def test_generator_with_motion_outputs_the_warp_and_blend_mask_and_learns_through_them():
+  g, variables, src_lm, drv_lm, image, mask = _motion_case(4, 5)
   out = jax.jit(lambda v: g.apply(v, image, mask, src_lm, drv_lm, train=False))(variables)
   assert out["warped"].shape == (1, S, S, 3) and out["blend_mask"].shape == (1, S, S, 1)
   # At initialisation the residual flow is zero: the warp is the TPS warp (solved at half size).
@@ -252,3 +262,45 @@ def test_gan_step_with_the_blend_losses_reports_and_weights_them():
     totals[prior] = float(metrics["g/total"])
     if prior > 0:
       assert totals[prior] - totals[0.0] == pytest.approx(prior * float(metrics["g/blend_prior"]), rel=1e-3)
+
+
+def _closed_mouth_pairs(n: int, seed: int):
+  """Face pairs whose driving mouth is closed (inner lips a few hundredths of a pixel apart) while
+  the source's is not: the spline's weights grow to thousands, as on real clips."""
+  pairs = []
+  for src, drv in face_pairs(n, seed=seed):
+    drv = drv.copy()
+    for upper, lower in ((61, 67), (62, 66), (63, 65)):
+      drv[lower] = drv[upper] + np.float32(0.03)
+    pairs.append((src, drv))
+  return pairs
+
+
+def test_host_flow_is_the_float64_spline_and_float32_loses_it_where_landmarks_nearly_coincide():
+  pairs = _closed_mouth_pairs(3, seed=11)
+  src = np.stack([p[0] for p in pairs])
+  drv = np.stack([p[1] for p in pairs])
+  host = tps.host_flow(src, drv, R)  # the half-size flow of a generator of resolution R
+  assert host.shape == (3, R // 2, R // 2, 2) and host.dtype == np.float32
+  half_src, half_drv = layout.rescale(src, 0.5), layout.rescale(drv, 0.5)
+  px = R // 4  # pixels of the R/2 frame per normalized unit
+  for k in range(3):
+    exact = scipy_flow_at(half_src[k], half_drv[k], motion.DEFAULT_SMOOTHING, R // 2)
+    assert np.abs(host[k] - exact).max() * px < 1e-4  # float32's rounding of the result only
+  with jax.enable_x64(True):  # the JAX form of the same code, in float64: the same flow
+    in_graph64 = motion.generator_flow(jnp.asarray(src, jnp.float64), jnp.asarray(drv, jnp.float64), R)
+    assert np.abs(np.asarray(in_graph64) - host).max() * px < 1e-4
+  # In float32 the solve and the sum of thousands-large weights round to a visible part of a pixel.
+  in_graph32 = np.asarray(jax.jit(lambda s, d: motion.generator_flow(s, d, R))(src, drv))
+  assert np.abs(in_graph32 - host).max() * px > 1e-2
+
+
+def test_generator_takes_the_host_flow_in_place_of_its_own_spline():
+  g, variables, src_lm, drv_lm, image, mask = _motion_case(6, 7)
+  apply = jax.jit(lambda v, f: g.apply(v, image, mask, src_lm, drv_lm, train=False, tps_flow=f))
+  own = jax.jit(lambda v: g.apply(v, image, mask, src_lm, drv_lm, train=False))(variables)
+  given = apply(variables, tps.host_flow(src_lm, drv_lm, S))  # an ordinary face: float32 is close
+  for k in own:
+    np.testing.assert_allclose(np.asarray(given[k]), np.asarray(own[k]), atol=1e-4, err_msg=k)
+  with pytest.raises(ValueError, match="tps_flow"):
+    apply(variables, jnp.zeros((1, S, S, 2)))

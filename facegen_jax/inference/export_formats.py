@@ -9,20 +9,18 @@
   onnxruntime runs it (CPU here; the CUDA and TensorRT execution providers where installed).
 
 Both programs are `GeneratorModel.for_export()`'s `float_outputs` with the weights baked in, on
-XLA's own convolutions. With motion, the TPS system is solved as the JAX generator solves it
-(LAPACK's LU; cuSOLVER's on CUDA) in the jax format, and by Gaussian elimination with partial
-pivoting in the ONNX graph (`models.motion.solve_elimination`: ONNX has no linear solve, and
-jax2onnx turns `lu` into per-element scatters, minutes to convert). The system is ill-conditioned
-in float32 (condition number ~6e5 on real faces), so two solvers' rounding moves the warp by
-~0.02 px and the ONNX images of a generator with motion differ from JAX's by up to ~0.02 (of
-[-1, 1]) where the face moves; without motion, or with the landmarks unmoved, they agree to
-~1e-5 (tests/export_formats_test.py). Inputs are float32: sources `[B, R, R, 3]` in [-1, 1], masks `[B, R, R, M]` in [0, 1],
-source and driving landmarks `[B, 68, 2]` in crop pixels; outputs the images of
-`output_names` (in [-1, 1]; "blend_mask" `[B, R, R, 1]` in [0, 1]).
+XLA's own convolutions. Inputs are float32: sources `[B, R, R, 3]` in [-1, 1], masks `[B, R, R, M]`
+in [0, 1], source and driving landmarks `[B, 68, 2]` in crop pixels and, with motion, `tps_flow`
+`[B, R/2, R/2, 2]`: the thin-plate spline's flow of those landmarks, which the caller computes in
+float64 (`landmarks.tps.host_flow`, numpy only; the JAX runtime calls the same function), so the
+programs hold no linear solve: in float32 the spline loses up to 0.2 px to rounding where two
+driving landmarks nearly coincide, and two programs would lose it differently (landmarks/tps.py).
+Outputs: the images of `output_names` (in [-1, 1]; "blend_mask" `[B, R, R, 1]` in [0, 1]).
 
 Each program file `F` has `F.json` beside it, its contract: format, sha256 of `F`, resolution,
-mask channels, the inputs and outputs with shapes and value ranges, where the weights came from,
-and the versions that wrote it. `inference/runtimes.py` checks a file against it before use.
+mask channels, the inputs and outputs with shapes and value ranges, with motion how to compute
+`tps_flow` ("tps": the function, size, smoothing), where the weights came from, and the versions
+that wrote it. `inference/runtimes.py` checks a file against it before use.
 """
 
 import hashlib
@@ -32,14 +30,15 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from facegen_jax.inference.generator_model import GeneratorModel
+from facegen_jax.landmarks import tps
 
 FORMATS = ("msgpack", "jax", "onnx")
 PROGRAM_FILES = {"jax": "generator.jax", "onnx": "generator.onnx"}
 CONTRACT_SUFFIX = ".json"
 INPUT_NAMES = ("sources", "masks", "source_landmarks", "driving_landmarks")
+FLOW_INPUT = "tps_flow"  # the fifth input of a generator with motion
 BATCH = "batch"  # the name of the symbolic / dynamic batch dimension
 JAX_PLATFORMS = ("cpu", "cuda")
 ONNX_OPSET = 23
@@ -66,25 +65,37 @@ def sha256(path: str) -> str:
   return h.hexdigest()
 
 
+def input_names(model: GeneratorModel) -> tuple:
+  """INPUT_NAMES, and FLOW_INPUT with motion."""
+  return INPUT_NAMES + ((FLOW_INPUT,) if model.motion_smoothing is not None else ())
+
+
 def input_specs(model: GeneratorModel, batch) -> list:
-  """Shapes `(batch, ...)` of the four inputs, in INPUT_NAMES order."""
+  """Shapes `(batch, ...)` of the inputs, in `input_names` order."""
   r, m = model.resolution, model.mask_channels
-  return [(batch, r, r, 3), (batch, r, r, m), (batch, 68, 2), (batch, 68, 2)]
+  specs = [(batch, r, r, 3), (batch, r, r, m), (batch, 68, 2), (batch, 68, 2)]
+  if model.motion_smoothing is not None:
+    f = tps.flow_size(r)
+    specs.append((batch, f, f, 2))
+  return specs
 
 
 def contract(model: GeneratorModel, fmt: str, program: str) -> dict:
   """The contract of `program` (an exported file of `model`) as written beside it."""
   r = model.resolution
   ranges = {"sources": [-1.0, 1.0], "masks": [0.0, 1.0], "source_landmarks": [0.0, float(r)],
-            "driving_landmarks": [0.0, float(r)]}
+            "driving_landmarks": [0.0, float(r)], FLOW_INPUT: [-2.0, 2.0]}
   meanings = {
       "sources": "source face crops, RGB, uint8 / 127.5 - 1",
       "masks": "driving face masks rendered from driving_landmarks (landmarks.masks.render_masks), uint8 / 255",
       "source_landmarks": "68 (x, y) landmarks of the source crops, crop pixels (pixel centres at integers)",
       "driving_landmarks": "68 (x, y) landmarks of the driving pose, crop pixels",
+      FLOW_INPUT: "for each pixel of the R/2 frame in the driving pose, the normalized (x, y) of the source to "
+                  "read: facegen_jax.landmarks.tps.host_flow(source_landmarks, driving_landmarks, resolution, "
+                  "smoothing) (float64 numpy, cast to float32); smoothing is this contract's tps.smoothing",
   }
   inputs = [{"name": n, "shape": [BATCH] + list(s[1:]), "dtype": "float32", "range": ranges[n], "meaning": meanings[n]}
-            for n, s in zip(INPUT_NAMES, input_specs(model, BATCH))]
+            for n, s in zip(input_names(model), input_specs(model, BATCH))]
   outputs = [{"name": n, "shape": [BATCH, r, r, 1 if n == "blend_mask" else 3], "dtype": "float32",
               "range": [0.0, 1.0] if n == "blend_mask" else [-1.0, 1.0]} for n in model.output_names]
   versions = {"jax": jax.__version__}
@@ -94,21 +105,26 @@ def contract(model: GeneratorModel, fmt: str, program: str) -> dict:
     versions.update(jax2onnx=getattr(jax2onnx, "__version__", "unknown"), onnx=onnx.__version__, opset=ONNX_OPSET)
   return {"format": fmt, "file": os.path.basename(program), "sha256": sha256(program), "resolution": r,
           "mask_per_part": model.mask_per_part, "mask_channels": model.mask_channels,
-          "motion": str(model.config.model.motion), "tps_solve": TPS_SOLVES[fmt], "inputs": inputs, "outputs": outputs,
-          "weights": dict(model.info), "written_by": versions}
+          "motion": str(model.config.model.motion), "inputs": inputs, "outputs": outputs,
+          "weights": dict(model.info), "written_by": versions, **_tps_entry(model)}
 
 
-TPS_SOLVES = {"jax": "lapack", "onnx": "elimination"}  # how each format's program solves the TPS system
+def _tps_entry(model: GeneratorModel) -> dict:
+  """With motion, how the caller computes the `tps_flow` input."""
+  if model.motion_smoothing is None:
+    return {}
+  return {"tps": {"function": "facegen_jax.landmarks.tps.host_flow", "size": tps.flow_size(model.resolution),
+                  "smoothing": model.motion_smoothing, "anchors_per_side": tps.ANCHORS_PER_SIDE}}
 
 
-def _program_fn(model: GeneratorModel, fmt: str):
-  """`fn(sources, masks, source_landmarks, driving_landmarks) -> tuple of output_names` with the
-  weights as constants, on the exportable generator of format `fmt`."""
-  exportable = model.for_export(TPS_SOLVES[fmt])
+def _program_fn(model: GeneratorModel):
+  """`fn(sources, masks, source_landmarks, driving_landmarks[, tps_flow]) -> tuple of output_names`
+  with the weights as constants, on the exportable generator."""
+  exportable = model.for_export()
   variables, names = exportable.variables, exportable.output_names
 
-  def fn(sources, masks, source_landmarks, driving_landmarks):
-    out = exportable.float_outputs(variables, sources, masks, source_landmarks, driving_landmarks)
+  def fn(sources, masks, source_landmarks, driving_landmarks, *tps_flow):
+    out = exportable.float_outputs(variables, sources, masks, source_landmarks, driving_landmarks, *tps_flow)
     return tuple(out[k] for k in names)
   return fn
 
@@ -128,7 +144,7 @@ def export_jax(model: GeneratorModel, folder: str, platforms: Sequence[str] = JA
   """Writes generator.jax (+ its contract) into `folder`; returns its path."""
   (batch,) = jax.export.symbolic_shape(BATCH)
   specs = [jax.ShapeDtypeStruct(s, jnp.float32) for s in input_specs(model, batch)]
-  exported = jax.export.export(jax.jit(_program_fn(model, "jax")), platforms=tuple(platforms))(*specs)
+  exported = jax.export.export(jax.jit(_program_fn(model)), platforms=tuple(platforms))(*specs)
   path = os.path.join(folder, PROGRAM_FILES["jax"])
   _write_atomic(path, bytes(exported.serialize()))
   _write_contract(model, "jax", path)
@@ -142,8 +158,8 @@ def export_onnx(model: GeneratorModel, folder: str) -> str:
     from jax2onnx import to_onnx  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise ValueError(f"the onnx format needs {e.name}: pip install -e '.[onnx]' (onnx, onnxruntime, jax2onnx)") from e
-  proto = to_onnx(_program_fn(model, "onnx"), input_specs(model, BATCH), model_name="facegen_generator", opset=ONNX_OPSET,
-                  input_names=list(INPUT_NAMES), output_names=list(model.output_names))
+  proto = to_onnx(_program_fn(model), input_specs(model, BATCH), model_name="facegen_generator", opset=ONNX_OPSET,
+                  input_names=list(input_names(model)), output_names=list(model.output_names))
   # jax2onnx 0.17.1 annotates some NCHW intermediates with their NHWC shapes; the annotations are
   # optional, so they are dropped and the checker's full shape inference derives every shape anew.
   del proto.graph.value_info[:]
@@ -170,9 +186,3 @@ def export(model: GeneratorModel, folder: str, formats: Sequence[str] = ("msgpac
     written.append(export_onnx(model, folder))
   return written
 
-
-def reference_outputs(model: GeneratorModel, fmt: str, sources, masks, source_landmarks, driving_landmarks) -> dict:
-  """What the program of format `fmt` computes, run in JAX: float outputs as numpy."""
-  fn = jax.jit(_program_fn(model, fmt))
-  out = fn(*(jnp.asarray(x, jnp.float32) for x in (sources, masks, source_landmarks, driving_landmarks)))
-  return {k: np.asarray(v) for k, v in zip(model.output_names, out)}

@@ -7,7 +7,8 @@ Two on-disk forms:
   small file with just the inference weights, suitable for shipping.
 
 The exported programs (StableHLO, ONNX) run `float_outputs` of `for_export()`'s model; their
-runtimes share `check_inputs` and `uint8_outputs` with `outputs` (inference/export_formats.py,
+runtimes share `check_inputs`, `uint8_outputs` and, with motion, the float64 spline flow
+(`landmarks.tps.host_flow`, the `tps_flow` input) with `outputs` (inference/export_formats.py,
 inference/runtimes.py).
 """
 
@@ -23,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from facegen_jax.io import checkpoints, images
+from facegen_jax.landmarks import tps
 from facegen_jax.models import factory
 
 EXPORT_FILE = "generator.msgpack"
@@ -168,32 +170,41 @@ class GeneratorModel:
     os.replace(tmp, out)
     return out
 
-  def for_export(self, motion_solve: str = "lapack") -> "GeneratorModel":
+  def for_export(self) -> "GeneratorModel":
     """The same weights in a generator that exports: XLA's own convolutions (the CPU back-ends'
-    oneDNN custom calls cannot leave the process) and, with motion, the TPS system solved by
-    `motion_solve` (`models.motion.SOLVES`: "lapack" as here, a custom call jax.export keeps;
-    "elimination", plain array operations, for ONNX)."""
+    oneDNN custom calls cannot leave the process)."""
     config = ml_collections.ConfigDict(self.config.to_dict())
     config.model.conv_impl = "xla"
-    model = GeneratorModel(config, self.variables, self.info)
-    model.generator = model.generator.clone(motion_solve=motion_solve)
-    return model
+    return GeneratorModel(config, self.variables, self.info)
 
   @property
   def output_names(self) -> tuple:
     return output_names(self.config)
 
-  def float_outputs(self, variables: dict, sources, masks, source_landmarks, driving_landmarks) -> dict:
+  @property
+  def motion_smoothing(self) -> Optional[float]:
+    """The spline's ridge with motion, None without (the generator then takes no `tps_flow`)."""
+    return None if self.config.model.motion == "none" else float(self.config.model.motion_smoothing)
+
+  def tps_flow(self, source_landmarks, driving_landmarks) -> Optional[np.ndarray]:
+    """The `tps_flow` input of `float_outputs` (float64 `tps.host_flow`), None without motion."""
+    if self.motion_smoothing is None:
+      return None
+    return tps.host_flow(source_landmarks, driving_landmarks, self.resolution, self.motion_smoothing)
+
+  def float_outputs(self, variables: dict, sources, masks, source_landmarks, driving_landmarks, tps_flow=None) -> dict:
     """The images of `output_names` from float inputs: sources in [-1, 1], masks in [0, 1],
-    landmarks in crop pixels; images in [-1, 1], "blend_mask" `[B, R, R, 1]` in [0, 1]."""
-    out = self.generator.apply(variables, sources, masks, source_landmarks, driving_landmarks, train=False)
+    landmarks in crop pixels, with motion `tps_flow` (`tps_flow()`; None solves the spline in the
+    graph, in float32); images in [-1, 1], "blend_mask" `[B, R, R, 1]` in [0, 1]."""
+    out = self.generator.apply(variables, sources, masks, source_landmarks, driving_landmarks, train=False,
+                               tps_flow=tps_flow)
     return {k: out[k] for k in self.output_names}
 
   @functools.cached_property
   def _apply(self):
-    def apply(variables, sources, masks, source_landmarks, driving_landmarks):
+    def apply(variables, sources, masks, source_landmarks, driving_landmarks, tps_flow):
       return uint8_outputs(self.float_outputs(variables, images.to_float_image(sources), images.to_float_mask(masks),
-                                              source_landmarks, driving_landmarks))
+                                              source_landmarks, driving_landmarks, tps_flow))
     return jax.jit(apply)
 
   def outputs(self, sources: np.ndarray, masks: np.ndarray, source_landmarks: np.ndarray,
@@ -203,7 +214,8 @@ class GeneratorModel:
     Arguments as `__call__`."""
     sources, masks, source_landmarks, driving_landmarks = check_inputs(
         self.resolution, self.mask_channels, sources, masks, source_landmarks, driving_landmarks)
-    out = self._apply(self.variables, sources, masks, source_landmarks, driving_landmarks)
+    out = self._apply(self.variables, sources, masks, source_landmarks, driving_landmarks,
+                      self.tps_flow(source_landmarks, driving_landmarks))
     return {k: np.asarray(v) for k, v in out.items()}
 
   def __call__(self, sources: np.ndarray, masks: np.ndarray, source_landmarks: np.ndarray,

@@ -10,8 +10,9 @@ Runtimes (`RUNTIMES`):
 `path` may be a program file (`model.onnx`, `model.jax`, each with its contract `F.json` beside
 it) or a folder: "auto" takes generator.msgpack / a workdir first, then generator.jax, then
 generator.onnx. An `ExportedGenerator` has `GeneratorModel`'s inference interface (resolution,
-mask_per_part, mask_channels, output_names, info, outputs, __call__), so the Reenactor's landmarks,
-motion, blend and paste-back run unchanged on it. Before use the program file is checked against
+mask_per_part, mask_channels, output_names, info, outputs, __call__, tps_flow), so the Reenactor's
+landmarks, motion, blend and paste-back run unchanged on it; with motion it computes the program's
+`tps_flow` input with the JAX runtime's function (`GeneratorModel.tps_flow`: float64 numpy). Before use the program file is checked against
 its contract (sha256, input shapes, outputs) and, in a folder, the contract against config.json.
 """
 
@@ -97,6 +98,13 @@ class ExportedGenerator:
     self.mask_per_part = bool(self.contract["mask_per_part"])
     self.mask_channels = int(self.contract["mask_channels"])
     self.output_names = tuple(o["name"] for o in self.contract["outputs"])
+    self.input_names = tuple(i["name"] for i in self.contract["inputs"])
+    self.motion_smoothing = None
+    if export_formats.FLOW_INPUT in self.input_names:
+      if not isinstance(self.contract.get("tps"), dict) or "smoothing" not in self.contract["tps"]:
+        raise ValueError(f"{export_formats.contract_path(path)} has a {export_formats.FLOW_INPUT} input but no "
+                         "tps.smoothing to compute it with; export again with experiments/export.py")
+      self.motion_smoothing = float(self.contract["tps"]["smoothing"])
     self.info = dict(self.contract.get("weights", {}))
     self._run = self._load_jax() if runtime == "jax_export" else self._load_onnx(providers)
 
@@ -133,6 +141,8 @@ class ExportedGenerator:
     if names != list(self.output_names):
       raise ValueError(f"{self.path} returns {names} but its contract names {list(self.output_names)}; export again")
     input_names = [i.name for i in session.get_inputs()]
+    if input_names != list(self.input_names):
+      raise ValueError(f"{self.path} takes {input_names} but its contract names {list(self.input_names)}; export again")
     self.providers = session.get_providers()
     return lambda *inputs: session.run(None, dict(zip(input_names, inputs)))
 
@@ -142,10 +152,15 @@ class ExportedGenerator:
     raise ValueError(f"{self.path} is an exported program with its weights baked in; personalization "
                      "(--finetune_steps) needs the weights: use a training workdir or a msgpack export")
 
+  tps_flow = GeneratorModel.tps_flow  # the same float64 host flow (reads resolution, motion_smoothing)
+
   def float_outputs(self, sources, masks, source_landmarks, driving_landmarks) -> dict:
-    """The program's outputs (`output_names` -> float32 numpy) for float32 inputs."""
-    inputs = [np.ascontiguousarray(x, np.float32) for x in (sources, masks, source_landmarks, driving_landmarks)]
-    return dict(zip(self.output_names, self._run(*inputs)))
+    """The program's outputs (`output_names` -> float32 numpy) for float32 inputs (with motion,
+    the `tps_flow` input computed from the landmarks)."""
+    inputs = [sources, masks, source_landmarks, driving_landmarks]
+    flow = self.tps_flow(source_landmarks, driving_landmarks)
+    inputs += [] if flow is None else [flow]
+    return dict(zip(self.output_names, self._run(*(np.ascontiguousarray(x, np.float32) for x in inputs))))
 
   def outputs(self, sources: np.ndarray, masks: np.ndarray, source_landmarks: np.ndarray,
               driving_landmarks: np.ndarray) -> dict:

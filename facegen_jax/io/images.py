@@ -6,16 +6,16 @@ before decoding anything, so a decompression bomb never reaches memory; a JPEG o
 decoded at 1/2, 1/4 or 1/8 size instead (PIL's `draft`: the decoder skips the detail).
 
 Images: uint8 [0, 255] <-> float32 [-1, 1]; masks: uint8 [0, 255] -> float32 [0, 1]. The
-conversions take numpy or jax arrays (traced ones too) and return the same kind.
+conversions take numpy or jax arrays (traced ones too) and return the same kind. This module does
+not import jax (a program on numpy alone, examples/onnx_reenact.py, loads images through it).
 """
 
 import math
 import os
+import sys
 import warnings
 from typing import Optional
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -102,7 +102,12 @@ def load_image(path: str, max_pixels: Optional[int] = None) -> np.ndarray:
 
 
 def _array_module(x):
-  return jnp if isinstance(x, jax.Array) else np
+  """jax.numpy for a jax array, numpy for anything else (a jax array exists only once jax is
+  imported, so nothing here imports it)."""
+  jax = sys.modules.get("jax")
+  if jax is not None and isinstance(x, jax.Array):
+    return jax.numpy
+  return np
 
 
 def to_float_image(x):

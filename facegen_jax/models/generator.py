@@ -8,7 +8,6 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from facegen_jax.landmarks import layout
 from facegen_jax.models import layers
 from facegen_jax.models import motion as motion_lib
 from facegen_jax.models.conv import ConvTranspose
@@ -70,8 +69,6 @@ class Generator(nn.Module):
     motion_max_residual: bound of the residual flow (normalized units; 0.1 = 5% of the frame).
     motion_blend_bias: initial logit of the blend mask (2.0: the output starts 88% warp).
     motion_smoothing: ridge of the TPS solve (0 = exact interpolation).
-    motion_solve: how the TPS system is solved (`motion.SOLVES`): "lapack" (training and
-      inference here) or "elimination" (exported generators: plain array operations; not a config key).
     dtype: computation dtype (parameters stay float32).
     conv, conv_transpose: the convolution and transposed-convolution constructors (`nn.Conv`- and
       `conv.ConvTranspose`-like) of every layer, chosen by the model factory (models/conv/).
@@ -103,7 +100,6 @@ class Generator(nn.Module):
   motion_blend_bias: float = 0.0
   motion_residual: bool = False
   motion_smoothing: float = motion_lib.DEFAULT_SMOOTHING
-  motion_solve: str = "lapack"
 
   @property
   def encoder_features(self) -> list[int]:
@@ -111,12 +107,17 @@ class Generator(nn.Module):
 
   @nn.compact
   def __call__(self, source: jnp.ndarray, mask: jnp.ndarray, source_landmarks: Optional[jnp.ndarray] = None,
-               driving_landmarks: Optional[jnp.ndarray] = None, *, train: bool) -> dict[str, jnp.ndarray]:
+               driving_landmarks: Optional[jnp.ndarray] = None, *, train: bool,
+               tps_flow: Optional[jnp.ndarray] = None) -> dict[str, jnp.ndarray]:
     """Args:
       source: reference face `[B, R, R, 3]` in [-1, 1].
       mask: first face mask (from the pose) `[B, R, R, M]` in [0, 1].
       source_landmarks, driving_landmarks: `[B, 68, 2]` (x, y) crop pixels of the source face and
         of the pose the mask was rendered from; read only by a generator with motion.
+      train: batch norm in training mode (batch statistics) or with its running statistics.
+      tps_flow: with motion, the spline's flow `[B, R/2, R/2, 2]` of these landmarks computed
+        outside (inference: `landmarks.tps.host_flow`, float64); None solves it here, in the
+        inputs' precision and differentiably (training).
 
     Returns: {"generated": `[B, R, R, 3]`, "reconstructed": `[B, R, R, 3]`}, both in [-1, 1]; with
     motion also "warped" (the source warped by the final flow, `[B, R, R, 3]`) and, with the
@@ -139,7 +140,8 @@ class Generator(nn.Module):
     masks = layers.MaskPyramid(sizes, self.mask_resize, dtype=self.dtype, conv=self.conv, name="mask_pyramid")(mask)
     extra = {}
     if self.motion != "none":
-      recon_outputs, extra = self._warp(source, mask, source_landmarks, driving_landmarks, recon_outputs, sizes)
+      recon_outputs, extra = self._warp(source, mask, source_landmarks, driving_landmarks, tps_flow, recon_outputs,
+                                        sizes)
     fuse = functools.partial(MaskAffineNorm, gamma_kernel=self.gamma_kernel, beta_kernel=self.beta_kernel,
                              hidden_features=self.hidden_features, modulation=self.modulation, conv=self.conv)
     generated = GenerationDecoder(dec, merge_levels=self.merge_levels, settings=settings, fuse=fuse,
@@ -153,7 +155,7 @@ class Generator(nn.Module):
       generated = m * extra["warped"] + (1.0 - m) * generated
     return {"generated": generated, "reconstructed": reconstructed, **extra}
 
-  def _warp(self, source, mask, source_landmarks, driving_landmarks, recon_outputs, sizes):
+  def _warp(self, source, mask, source_landmarks, driving_landmarks, tps_flow, recon_outputs, sizes):
     """The reconstruction outputs in the driving pose (occlusion-weighted), and the warped source
     and blend mask for the output."""
     if source_landmarks is None or driving_landmarks is None:
@@ -161,9 +163,13 @@ class Generator(nn.Module):
     r = self.resolution
     # The spline at the largest decoder level (R/2; a quarter of the kernel evaluations of R):
     # the levels below average it down, the full-size source warp upsamples its displacement.
-    flow = motion_lib.landmark_flow(layout.rescale(source_landmarks, 0.5),
-                                    layout.rescale(driving_landmarks, 0.5), r // 2,
-                                    smoothing=self.motion_smoothing, solve=self.motion_solve)
+    if tps_flow is None:
+      flow = motion_lib.generator_flow(source_landmarks, driving_landmarks, r, self.motion_smoothing)
+    else:
+      want = (source.shape[0], r // 2, r // 2, 2)
+      if tuple(tps_flow.shape) != want:
+        raise ValueError(f"Generator(resolution={r}) got tps_flow {tps_flow.shape}, wants {want}")
+      flow = tps_flow.astype(jnp.float32)
     heads = {}
     if self.motion_refiner or self.motion_blend:
       net_size = r // 4

@@ -2,7 +2,9 @@
 
 For every output pixel, where to read the source: a thin-plate spline (TPS) that carries each
 driving landmark onto the same landmark of the source face, with fixed anchors on the frame
-border, solved per sample as a small dense linear system. The generator resamples the
+border, solved per sample as a small dense linear system (landmarks/tps.py, written once for numpy
+and JAX; here its JAX form, differentiable, what training runs; at inference every runtime takes
+the flow `tps.host_flow` computes in float64 as an input instead). The generator resamples the
 reconstruction decoder's outputs (and the source image) by this flow, so what the generation
 decoder fuses with the driving mask is already in the driving pose.
 
@@ -23,163 +25,64 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facegen_jax.landmarks import layout
+from facegen_jax.landmarks import layout, tps
 
 MOTIONS = ("none", "landmark_tps")
 ModuleDef = Any
-
-# Ridge added to the kernel matrix's diagonal: keeps the system solvable when two driving
-# landmarks coincide (the inner lips of a closed mouth) at a cost far below a pixel elsewhere.
-DEFAULT_SMOOTHING = 1e-7
+DEFAULT_SMOOTHING = tps.DEFAULT_SMOOTHING
+to_normalized, to_pixels = tps.to_normalized, tps.to_pixels  # plain arithmetic: any array
 
 
-def to_normalized(points: jnp.ndarray, size: int) -> jnp.ndarray:
-  """Crop pixels (x, y) of a `size` frame -> normalized [-1, 1] coordinates."""
-  return (points + 0.5) * (2.0 / size) - 1.0
+def border_anchors(per_side: int = tps.ANCHORS_PER_SIDE, dtype=jnp.float32) -> jnp.ndarray:
+  """`tps.border_anchors` in JAX."""
+  return tps.border_anchors(per_side, dtype, xp=jnp)
 
 
-def to_pixels(points: jnp.ndarray, size: int) -> jnp.ndarray:
-  """Normalized [-1, 1] coordinates -> pixels (x, y) of a `size` frame."""
-  return (points + 1.0) * (size / 2.0) - 0.5
+def _solve_each(lhs: jnp.ndarray, rhs: jnp.ndarray) -> jnp.ndarray:
+  """`jnp.linalg.solve` one matrix at a time: XLA:CPU's batched LU kernel spreads a batch over the
+  intra-op thread pool, and with several devices per process each device's kernel waited for pool
+  threads the others held (the step hung); a single matrix is factored in place."""
+  return jax.lax.map(lambda system: jnp.linalg.solve(*system), (lhs, rhs))
 
 
-def border_anchors(per_side: int = 4, dtype=jnp.float32) -> jnp.ndarray:
-  """`4 * per_side` fixed points on the frame's outer edge (corners included), normalized."""
-  t = jnp.linspace(-1.0, 1.0, per_side + 1, dtype=dtype)
-  one = jnp.ones(per_side, dtype)
-  top = jnp.stack([t[:-1], -one], -1)
-  right = jnp.stack([one, t[:-1]], -1)
-  bottom = jnp.stack([-t[:-1], one], -1)
-  left = jnp.stack([-one, -t[:-1]], -1)
-  return jnp.concatenate([top, right, bottom, left])
-
-
-def _tps_kernel(d2: jnp.ndarray) -> jnp.ndarray:
-  """U(r) = r^2 log r from squared distances (0 at r = 0, with a finite gradient there)."""
-  safe = jnp.where(d2 > 0, d2, 1.0)
-  return jnp.where(d2 > 0, 0.5 * safe * jnp.log(safe), 0.0)
-
-
-def _sq_dist(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-  """`[B, N, 2] x [B, M, 2] -> [B, N, M]` squared distances."""
-  return jnp.sum(jnp.square(a[:, :, None, :] - b[:, None, :, :]), axis=-1)
-
-
-def solve_elimination(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-  """`jnp.linalg.solve(a, b)` for `a` `[B, n, n]`, `b` `[B, n, k]` by Gaussian elimination with
-  partial pivoting, as two `fori_loop`s of plain array operations (argmax, select, multiply-add):
-  no LAPACK custom call, so it exports to StableHLO for any platform and to ONNX (a Loop; ONNX
-  has no linear solve, and jax2onnx turns `lu` into per-element scatters). Row swaps are
-  selects, so they are exact; the results agree with LAPACK's to the system's conditioning."""
-  n = a.shape[-1]  # the loop bodies take everything through their carry (jax2onnx's Loop needs that)
-
-  def eliminate(j, m):
-    rows = jnp.arange(n)
-    col = jax.lax.dynamic_index_in_dim(m, j, axis=2, keepdims=False)  # [B, n + k] -> [B, n]
-    p = jnp.argmax(jnp.where(rows[None] >= j, jnp.abs(col), -1.0), axis=-1)  # the pivot row
-    at_p = (rows[None] == p[:, None])[..., None]  # [B, n, 1]
-    row_p = jnp.sum(jnp.where(at_p, m, 0.0), axis=1)  # exact: one non-zero term
-    row_j = jax.lax.dynamic_index_in_dim(m, j, axis=1, keepdims=False)
-    m = jnp.where((rows == j)[None, :, None], row_p[:, None], jnp.where(at_p, row_j[:, None], m))
-    pivot = jax.lax.dynamic_index_in_dim(row_p, j, axis=1)  # [B, 1]
-    col = jax.lax.dynamic_index_in_dim(m, j, axis=2, keepdims=False)
-    factors = jnp.where(rows[None] > j, col / pivot, 0.0)
-    return m - factors[..., None] * row_p[:, None]
-
-  def substitute(i, carry):
-    m, x = carry
-    j = n - 1 - i
-    row = jax.lax.dynamic_index_in_dim(m, j, axis=1, keepdims=False)  # [B, n + k]
-    value = row[:, n:] - jnp.einsum("bi,bik->bk", row[:, :n], x)  # the rows of x from j on are still 0
-    diagonal = jax.lax.dynamic_index_in_dim(row, j, axis=1)
-    return m, jnp.where((jnp.arange(n) == j)[None, :, None], (value / diagonal)[:, None], x)
-
-  m = jax.lax.fori_loop(0, n, eliminate, jnp.concatenate([a, b], axis=-1))
-  return jax.lax.fori_loop(0, n, substitute, (m, jnp.zeros_like(b)))[1]
-
-
-SOLVES = ("lapack", "elimination")
-
-
-def tps_fit(controls: jnp.ndarray, values: jnp.ndarray, smoothing: float = DEFAULT_SMOOTHING, solve: str = "lapack"):
-  """Solves the thin-plate spline through `controls` -> `values` (`[B, N, 2]` each).
-
-  The interpolant is `f(p) = sum_i w_i U(|p - c_i|) + a_0 + a_1 x + a_2 y` with
-  `(K + smoothing I) w + P a = values` and `P^T w = 0` (scipy's `RBFInterpolator` with
-  `kernel="thin_plate_spline"`, `degree=1` solves the same system). Returns `(w [B, N, 2],
-  a [B, 3, 2])`, in the inputs' precision (float32, or float64 where JAX has x64 enabled).
-  `solve`: "lapack" (`jnp.linalg.solve`, one matrix at a time) or "elimination"
-  (`solve_elimination`, what exported generators use).
-  """
-  if solve not in SOLVES:
-    raise ValueError(f"solve must be one of {SOLVES}, got {solve!r}")
-  dtype = jnp.result_type(controls, values, jnp.float32)
-  controls, values = controls.astype(dtype), values.astype(dtype)
-  b, n, _ = controls.shape
-  k = _tps_kernel(_sq_dist(controls, controls)) + smoothing * jnp.eye(n, dtype=dtype)
-  p = jnp.concatenate([jnp.ones((b, n, 1), dtype), controls], axis=-1)
-  top = jnp.concatenate([k, p], axis=-1)
-  bottom = jnp.concatenate([jnp.swapaxes(p, 1, 2), jnp.zeros((b, 3, 3), dtype)], axis=-1)
-  lhs = jnp.concatenate([top, bottom], axis=1)
-  rhs = jnp.concatenate([values, jnp.zeros((b, 3, 2), dtype)], axis=1)
-  # One matrix at a time: XLA:CPU's batched LU kernel spreads a batch over the intra-op thread
-  # pool, and with several devices per process each device's kernel waited for pool threads the
-  # others held (the step hung); a single matrix is factored in place.
-  if solve == "elimination":
-    sol = solve_elimination(lhs, rhs)
-  else:
-    sol = jax.lax.map(lambda system: jnp.linalg.solve(*system), (lhs, rhs))
-  return sol[:, :n], sol[:, n:]
+def tps_fit(controls: jnp.ndarray, values: jnp.ndarray, smoothing: float = DEFAULT_SMOOTHING):
+  """`tps.fit` in JAX (LAPACK's LU, one matrix at a time): `(w [B, N, 2], a [B, 3, 2])`."""
+  return tps.fit(controls, values, smoothing, xp=jnp, solve=_solve_each)
 
 
 def tps_apply(controls: jnp.ndarray, w: jnp.ndarray, a: jnp.ndarray, points: jnp.ndarray) -> jnp.ndarray:
-  """The fitted spline at `points` `[B, M, 2]` -> `[B, M, 2]`."""
-  u = _tps_kernel(_sq_dist(points.astype(w.dtype), controls.astype(w.dtype)))
-  return jnp.einsum("bmn,bnd->bmd", u, w) + a[:, 0][:, None] + jnp.einsum("bmk,bkd->bmd", points, a[:, 1:])
+  """`tps.apply` in JAX: the fitted spline at `points` `[B, M, 2]` -> `[B, M, 2]`."""
+  return tps.apply(controls, w, a, points, xp=jnp)
 
 
 def pixel_grid(size: int, dtype=jnp.float32) -> jnp.ndarray:
   """Normalized (x, y) of every pixel centre of a `size` x `size` frame, `[size, size, 2]`."""
-  c = (2.0 * jnp.arange(size, dtype=dtype) + 1.0) / size - 1.0
-  xs, ys = jnp.meshgrid(c, c, indexing="xy")
-  return jnp.stack([xs, ys], axis=-1)
+  return tps.pixel_grid(size, dtype, xp=jnp)
 
 
 def landmark_map(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray, size: int, points: jnp.ndarray, *,
-                 anchors_per_side: int = 4, smoothing: float = DEFAULT_SMOOTHING, solve: str = "lapack") -> jnp.ndarray:
-  """The TPS from the driving pose onto the source at normalized `points` `[B, M, 2]`.
-
-  Args:
-    source_landmarks, driving_landmarks: `[B, 68, 2]` (x, y) pixels of a `size` x `size` crop.
-
-  Returns: `[B, M, 2]` normalized (x, y) source coordinates, in the landmarks' precision (at least
-  float32). The spline runs through every landmark pair and keeps the border anchors fixed.
-  """
-  b = source_landmarks.shape[0]
-  dtype = jnp.result_type(source_landmarks, driving_landmarks, jnp.float32)
-  anchors = jnp.broadcast_to(border_anchors(anchors_per_side, dtype), (b, 4 * anchors_per_side, 2))
-  drv = jnp.concatenate([to_normalized(driving_landmarks.astype(dtype), size), anchors], axis=1)
-  src = jnp.concatenate([to_normalized(source_landmarks.astype(dtype), size), anchors], axis=1)
-  # The spline interpolates the displacement (source - driving), a few hundredths of the frame,
-  # not the positions: float32's rounding then scales with the motion, not with the frame.
-  w, a = tps_fit(drv, src - drv, smoothing, solve)
-  points = points.astype(dtype)
-  return points + tps_apply(drv, w, a, points)
+                 anchors_per_side: int = tps.ANCHORS_PER_SIDE, smoothing: float = DEFAULT_SMOOTHING) -> jnp.ndarray:
+  """`tps.landmark_map` in JAX: the spline from the driving pose onto the source at normalized
+  `points` `[B, M, 2]`, for landmarks `[B, 68, 2]` in pixels of a `size` crop."""
+  return tps.landmark_map(source_landmarks, driving_landmarks, size, points, anchors_per_side=anchors_per_side,
+                          smoothing=smoothing, xp=jnp, solve=_solve_each)
 
 
 def landmark_flow(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray, size: int, *,
-                  anchors_per_side: int = 4, smoothing: float = DEFAULT_SMOOTHING, solve: str = "lapack") -> jnp.ndarray:
-  """The TPS flow: for each pixel of a `size` frame in the driving pose, where to sample the source.
+                  anchors_per_side: int = tps.ANCHORS_PER_SIDE, smoothing: float = DEFAULT_SMOOTHING) -> jnp.ndarray:
+  """`tps.landmark_flow` in JAX: for each pixel of a `size` frame in the driving pose, where to
+  sample the source, `[B, size, size, 2]` normalized (x, y) (what `warp` reads), from landmarks
+  `[B, 68, 2]` in pixels of the `size` crop. In float32 it is within about 5e-6 of the frame size
+  of the exact spline on ordinary faces (tests/motion_test.py); near-coincident driving landmarks
+  cost more (landmarks/tps.py)."""
+  return tps.landmark_flow(source_landmarks, driving_landmarks, size, anchors_per_side=anchors_per_side,
+                           smoothing=smoothing, xp=jnp, solve=_solve_each)
 
-  `landmark_map` at every pixel centre: `[B, size, size, 2]` normalized (x, y) source coordinates
-  (what `warp` reads), from landmarks `[B, 68, 2]` in pixels of the `size` crop. In float32 it is
-  within about 5e-6 of the frame size of the exact spline (tests/motion_test.py).
-  """
-  b = source_landmarks.shape[0]
-  dtype = jnp.result_type(source_landmarks, driving_landmarks, jnp.float32)
-  grid = jnp.broadcast_to(pixel_grid(size, dtype).reshape(1, size * size, 2), (b, size * size, 2))
-  return landmark_map(source_landmarks, driving_landmarks, size, grid, anchors_per_side=anchors_per_side,
-                      smoothing=smoothing, solve=solve).reshape(b, size, size, 2)
+
+def generator_flow(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray, resolution: int,
+                   smoothing: float = DEFAULT_SMOOTHING) -> jnp.ndarray:
+  """`tps.generator_flow` in JAX: the generator's flow at R/2 from landmarks in R crop pixels."""
+  return tps.generator_flow(source_landmarks, driving_landmarks, resolution, smoothing, xp=jnp, solve=_solve_each)
 
 
 def upsample_flow(flow: jnp.ndarray, size: int) -> jnp.ndarray:
