@@ -127,6 +127,9 @@ def test_onnx_file_passes_the_checker_and_has_a_dynamic_batch(exported):
   assert [i.name for i in graph.input] == list(export_formats.input_names(model))
   assert [o.name for o in graph.output] == list(model.output_names)
   assert all(i.type.tensor_type.shape.dim[0].dim_param == export_formats.BATCH for i in graph.input)
+  # Every transposed convolution became four sub-pixel convolutions (the images above are theirs).
+  ops = [n.op_type for n in graph.node]
+  assert "ConvTranspose" not in ops and "DepthToSpace" in ops
 
 
 def test_contract_describes_the_inputs(exported):

@@ -30,6 +30,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from facegen_jax.inference.generator_model import GeneratorModel
 from facegen_jax.landmarks import tps
@@ -151,8 +152,133 @@ def export_jax(model: GeneratorModel, folder: str, platforms: Sequence[str] = JA
   return path
 
 
-def export_onnx(model: GeneratorModel, folder: str) -> str:
-  """Writes generator.onnx (+ its contract) into `folder`, checked by `onnx.checker`; returns its path."""
+def _constant(name: str, producers: dict, initializers: dict):
+  """The value of graph tensor `name` as numpy if only constants make it (an initializer, or nodes
+  of constants: jax2onnx feeds a kernel through Slice and Transpose), else None."""
+  from onnx import numpy_helper  # pylint: disable=import-outside-toplevel
+  from onnx.reference import ReferenceEvaluator  # pylint: disable=import-outside-toplevel
+  if name in initializers:
+    return numpy_helper.to_array(initializers[name])
+  node = producers.get(name)
+  if node is None:
+    return None
+  args = {i: _constant(i, producers, initializers) for i in node.input if i}
+  if any(v is None for v in args.values()):
+    return None
+  return ReferenceEvaluator(node).run(None, args)[list(node.output).index(name)]
+
+
+def _phase_taps(r: int, pad: int, k: int) -> tuple:
+  """Output row `2 m + r` of a stride-2 transposed convolution (kernel `k`, padding `pad` before)
+  reads input row `m + (r + pad - t) // 2` with tap t, for the taps t of parity `r + pad`: (those
+  taps ordered by input row, padding before, padding after) of the stride-1 convolution that
+  computes this phase."""
+  taps = sorted((t for t in range(k) if (r + pad - t) % 2 == 0), key=lambda t: (r + pad - t) // 2)
+  return taps, -((r + pad - taps[0]) // 2), (r + pad - taps[-1]) // 2
+
+
+def _folded_batch_norm(node, consumers: dict, producers: dict, initializers: dict):
+  """(scale [C], shift [C], the BatchNormalization node) when the only reader of `node`'s output is
+  an inference-mode BatchNormalization with constant statistics, else None."""
+  readers = consumers.get(node.output[0], [])
+  if len(readers) != 1 or readers[0].op_type != "BatchNormalization" or len(readers[0].output) != 1:
+    return None
+  bn = readers[0]
+  from onnx import helper  # pylint: disable=import-outside-toplevel
+  attrs = {a.name: helper.get_attribute_value(a) for a in bn.attribute}
+  if set(attrs) - {"epsilon", "momentum", "training_mode"} or attrs.get("training_mode", 0):
+    return None
+  gamma, beta, mean, var = (_constant(i, producers, initializers) for i in bn.input[1:5])
+  if any(v is None for v in (gamma, beta, mean, var)):
+    return None
+  scale = gamma / np.sqrt(var + attrs.get("epsilon", 1e-5))
+  return scale, beta - mean * scale, bn
+
+
+def subpixel_transposed_convs(proto) -> int:
+  """Rewrites each stride-2 ConvTranspose of `proto` whose output is exactly twice its input
+  (the decoders' 4x4 ones) as its four output phases: four stride-1 2x2 Convs of the undilated
+  input with a quarter of the kernel each, concatenated and interleaved by DepthToSpace (DCR),
+  the same sums (models/conv/xla_rewrites.py does the same in JAX); a batch norm reading only the
+  transposed convolution's output is folded into the phases' kernels and biases (a per-channel
+  affine map commutes with the interleave). onnxruntime's CPU ConvTranspose scatters through
+  col2im; its Conv runs MLAS's blocked kernels. Returns how many were rewritten."""
+  from onnx import helper, numpy_helper  # pylint: disable=import-outside-toplevel
+  graph = proto.graph
+  initializers = {i.name: i for i in graph.initializer}
+  producers = {o: n for n in graph.node for o in n.output}
+  consumers = {}
+  for n in graph.node:
+    for i in n.input:
+      consumers.setdefault(i, []).append(n)
+  nodes, folded, count = [], set(), 0
+  for node in graph.node:
+    if id(node) in folded:
+      continue
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    kernel = None
+    if node.op_type == "ConvTranspose" and attrs.get("strides") == [2, 2] and attrs.get("group", 1) == 1 \
+        and attrs.get("dilations", [1, 1]) == [1, 1] and set(attrs) <= {"strides", "group", "dilations", "pads",
+                                                                         "output_padding", "kernel_shape"}:
+      kernel = _constant(node.input[1], producers, initializers)  # [C_in, C_out, kh, kw]
+    if kernel is not None:
+      pads, extra = attrs.get("pads", [0, 0, 0, 0]), attrs.get("output_padding", [0, 0])
+      size = kernel.shape[2:]
+      phases = [[_phase_taps(r, pads[d], size[d]) for r in range(2)] for d in range(2)]
+      doubles = all(size[d] - pads[d] - pads[d + 2] + extra[d] == 2 for d in range(2))
+      bias = _constant(node.input[2], producers, initializers) if len(node.input) > 2 and node.input[2] else 0.0
+      if not doubles or bias is None or any(lo < 0 or hi < 0 for axis in phases for _, lo, hi in axis):
+        kernel = None
+    if kernel is None:
+      nodes.append(node)
+      continue
+    count += 1
+    base = node.name or f"conv_transpose_{count}"
+    scale, shift, output = np.ones(kernel.shape[1], kernel.dtype), np.zeros(kernel.shape[1], kernel.dtype), node.output[0]
+    bn = _folded_batch_norm(node, consumers, producers, initializers)
+    if bn is not None:
+      scale, shift, bn_node = bn
+      folded.add(id(bn_node))
+      output = bn_node.output[0]
+    bias_name = base + "_bias"
+    graph.initializer.append(numpy_helper.from_array((bias * scale + shift).astype(kernel.dtype), bias_name))
+    outputs = []
+    for ry, (rows, top, bottom) in enumerate(phases[0]):
+      for rx, (cols, left, right) in enumerate(phases[1]):
+        name = f"{base}_phase_{ry}{rx}"
+        weight = kernel[:, :, rows][:, :, :, cols].transpose(1, 0, 2, 3) * scale[:, None, None, None]  # [C_out, C_in, 2, 2]
+        graph.initializer.append(numpy_helper.from_array(weight.astype(kernel.dtype), name + "_kernel"))
+        nodes.append(helper.make_node("Conv", [node.input[0], name + "_kernel", bias_name], [name], name=name,
+                                      pads=[top, left, bottom, right]))
+        outputs.append(name)
+    nodes.append(helper.make_node("Concat", outputs, [base + "_phases"], name=base + "_phases", axis=1))
+    nodes.append(helper.make_node("DepthToSpace", [base + "_phases"], [output], name=base + "_interleave",
+                                  blocksize=2, mode="DCR"))
+  del graph.node[:]
+  graph.node.extend(nodes)
+  return count
+
+
+def _prune(proto) -> None:
+  """Drops the nodes and initializers of `proto`'s graph that no output depends on."""
+  graph = proto.graph
+  needed = {o.name for o in graph.output}
+  kept = []
+  for node in reversed(graph.node):
+    if any(o in needed for o in node.output):
+      kept.append(node)
+      needed.update(i for i in node.input if i)
+  del graph.node[:]
+  graph.node.extend(reversed(kept))
+  initializers = [i for i in graph.initializer if i.name in needed]
+  del graph.initializer[:]
+  graph.initializer.extend(initializers)
+
+
+def export_onnx(model: GeneratorModel, folder: str, subpixel: bool = True) -> str:
+  """Writes generator.onnx (+ its contract) into `folder`, checked by `onnx.checker`; returns its
+  path. `subpixel`: the transposed convolutions as sub-pixel convolutions
+  (`subpixel_transposed_convs`; False keeps jax2onnx's ConvTranspose, for comparison)."""
   try:
     import onnx  # pylint: disable=import-outside-toplevel
     from jax2onnx import to_onnx  # pylint: disable=import-outside-toplevel
@@ -163,6 +289,8 @@ def export_onnx(model: GeneratorModel, folder: str) -> str:
   # jax2onnx 0.17.1 annotates some NCHW intermediates with their NHWC shapes; the annotations are
   # optional, so they are dropped and the checker's full shape inference derives every shape anew.
   del proto.graph.value_info[:]
+  if subpixel and subpixel_transposed_convs(proto):
+    _prune(proto)  # the old kernels' constant chains (Slice, Transpose) feed nothing now
   onnx.checker.check_model(proto, full_check=True)
   path = os.path.join(folder, PROGRAM_FILES["onnx"])
   _write_atomic(path, proto.SerializeToString())
