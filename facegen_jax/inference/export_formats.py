@@ -5,7 +5,8 @@
   package and JAX load it);
 - "jax": generator.jax, a serialized `jax.export` program (StableHLO) with a symbolic batch
   dimension, lowered for CPU and CUDA; `jax.export.deserialize(bytes).call(...)` runs it;
-- "onnx": generator.onnx (jax2onnx), with a dynamic batch axis, checked with `onnx.checker`;
+- "onnx": generator.onnx (jax2onnx), with a dynamic batch axis, its transposed convolutions
+  rewritten as sub-pixel convolutions (`subpixel_transposed_convs`), checked with `onnx.checker`;
   onnxruntime runs it (CPU here; the CUDA and TensorRT execution providers where installed).
 
 Both programs are `GeneratorModel.for_export()`'s `float_outputs` with the weights baked in, on
