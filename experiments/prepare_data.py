@@ -19,16 +19,19 @@ Scale-out: `--beam` runs the per-file work and the writing as an Apache Beam pip
   --beam --beam_options="--runner=SparkRunner --spark_master_url=spark://HOST:7077"
   --beam --beam_options="--runner=FlinkRunner --flink_master=HOST:8081"
 (input, output and cache on storage every worker can read; see facegen_jax/data/prepare.py).
+
+--input and --output may be bucket URLs (`gs://B/videos`, `gs://B/data`; install the `gcs` extra):
+the files are read and written there through etils.epath (BUILD.md, "Buckets").
 """
 
 import json
-import os
 import shlex
 
 from absl import flags
 
 from facegen_jax import entry
 from facegen_jax.data import prepare
+from facegen_jax.io import paths
 
 FLAGS = flags.FLAGS
 _DEFAULTS = prepare.PrepareOptions()
@@ -64,7 +67,7 @@ def main(argv):
       FLAGS.input, FLAGS.output, options, test_fraction=FLAGS.test_fraction, test_identities=FLAGS.test_identities,
       workers=FLAGS.workers, retry_skipped=FLAGS.retry_skipped, beam=FLAGS.beam,
       beam_options=shlex.split(FLAGS.beam_options))
-  prepare.log_skipped_and_notes(summary, os.path.join(FLAGS.output, prepare.SUMMARY_FILE))
+  prepare.log_skipped_and_notes(summary, paths.as_path(FLAGS.output) / prepare.SUMMARY_FILE)
   brief = {k: summary[k] for k in ("dataset_dir", "files", "frames", "identities", "splits", "dataset_rebuilt")}
   print(json.dumps(brief, indent=1))
 

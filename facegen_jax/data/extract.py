@@ -16,6 +16,7 @@ import numpy as np
 
 from facegen_jax.data import frames as frames_lib
 from facegen_jax.io import images as images_lib
+from facegen_jax.io import paths
 from facegen_jax.landmarks import crop as crop_lib
 from facegen_jax.landmarks import detectors
 from facegen_jax.landmarks import masks as masks_lib
@@ -47,7 +48,14 @@ def _encode(crops, crop_landmarks, resolution: int, options) -> dict:
 
 
 def prepare_file(inp, options):
-  """`frames.PreparedFile` or `frames.Skipped` for `inp` (a `prepare.InputFile`) under `options`."""
+  """`frames.PreparedFile` or `frames.Skipped` for `inp` (a `prepare.InputFile`) under `options`.
+  An input at a URL is read from a temporary local copy (PyAV and the image loader read local files)."""
+  with paths.local_copy(inp.path, what="input file") as local:
+    return _prepare_local(inp, local, options)
+
+
+def _prepare_local(inp, path: str, options):
+  """`prepare_file` on the local file `path` holding `inp`."""
   skip = lambda reason, detail: frames_lib.Skipped(inp.rel, inp.identity, reason, detail)
   detector = _detector(options.detector, inp.is_video)
   r = options.resolution
@@ -56,7 +64,7 @@ def prepare_file(inp, options):
     last = options.frame_step * (options.max_frames - 1)
     keep = lambda i: i % options.frame_step == 0 and i <= last
     try:
-      track = video_lib.track_video(inp.path, detector, detect_every=options.detect_every,
+      track = video_lib.track_video(path, detector, detect_every=options.detect_every,
                                     smoothing=options.smoothing, max_frames=last + 1, keep_frame=keep)
     except video_lib.NoFaceError as e:
       return skip(frames_lib.SKIP_NO_FACE, str(e))
@@ -84,7 +92,7 @@ def prepare_file(inp, options):
     frame_numbers = numbers[found]
   else:
     try:
-      image = images_lib.load_image(inp.path)
+      image = images_lib.load_image(path)
     except (ValueError, OSError) as e:
       return skip(frames_lib.SKIP_UNREADABLE, str(e))
     faces = detector.detect(image)

@@ -7,8 +7,9 @@ becomes a `Skipped` record with its reason. Both are cached per input file in a 
 skips finished files:
 
   <cache>/<key>.npz   the arrays (PNG bytes concatenated + offsets, landmarks, frame numbers)
-  <key>.json          the metadata; written last (atomic rename), so its presence marks the
-                      entry complete. A crash mid-write leaves no .json and the file is redone.
+  <key>.json          the metadata; written last (atomic rename; at a URL one upload), so its
+                      presence marks the entry complete. A crash mid-write leaves no .json and
+                      the file is redone.
 """
 
 import dataclasses
@@ -20,7 +21,10 @@ import pathlib
 import tempfile
 
 import numpy as np
+from etils import epath
 from PIL import Image
+
+from facegen_jax.io import paths
 
 SKIP_UNREADABLE = "unreadable"
 SKIP_NO_FACE = "no face"
@@ -127,7 +131,14 @@ def _unpack(data: np.ndarray, offsets: np.ndarray) -> list:
   return [raw[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
-def _atomic_write(path: pathlib.Path, write) -> None:
+def _atomic_write(path: epath.Path, write) -> None:
+  """`write(file)` into `path`: locally through a temporary file renamed into place; at a URL as one
+  upload of the whole content (an object appears whole or not at all)."""
+  if paths.is_url(path):
+    buf = io.BytesIO()
+    write(buf)
+    path.write_bytes(buf.getvalue())
+    return
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
@@ -140,10 +151,10 @@ def _atomic_write(path: pathlib.Path, write) -> None:
 
 
 class FrameCache:
-  """The per-input-file cache in `root` (see module docstring)."""
+  """The per-input-file cache in `root`, a local folder or a URL (see module docstring)."""
 
   def __init__(self, root):
-    self.root = pathlib.Path(root)
+    self.root = paths.as_path(root)
     self.root.mkdir(parents=True, exist_ok=True)
 
   @staticmethod
@@ -178,7 +189,7 @@ class FrameCache:
     meta = self.load_meta(key)
     if meta["status"] == "skipped":
       return Skipped(meta["source"], meta["identity"], meta["reason"], meta["detail"])
-    with np.load(self.root / f"{key}.npz") as z:
+    with np.load(io.BytesIO((self.root / f"{key}.npz").read_bytes())) as z:
       lists = {name: _unpack(z[f"{name}_data"], z[f"{name}_offsets"]) for name in ("images", "masks", "part_masks")}
       return PreparedFile(source=meta["source"], identity=meta["identity"], video_id=meta["video_id"],
                           is_video=meta["is_video"], frame_indices=z["frame_indices"], landmarks=z["landmarks"],

@@ -1,5 +1,11 @@
 """From a folder of clips and photos to a FaceFrames TFDS dataset (the body of prepare_data.py).
 
+The input folder and the output folder may each be a local path or a URL (`gs://bucket/x`):
+paths go through etils.epath (`facegen_jax.io.paths`). An input file at a URL is decoded from a
+temporary local copy; a URL output's cache and summary are written there directly, and its
+dataset is built in a local temporary folder and then uploaded (ArrayRecord writes local files
+only, google/array_record#120).
+
 Steps:
 1. `find_inputs`: every video (`VIDEO_EXTENSIONS`) and photo (`IMAGE_EXTENSIONS`) under the input
    folder. Identity: the file name's prefix before `__` if it has one
@@ -15,7 +21,8 @@ Steps:
 3. The dataset is built from the cache into a temporary folder inside `<output>` (`.build-*`) and
    moved into place (`<output>/face_frames/r<R>/<version>`) only when complete; a failed build
    leaves the previous dataset (or nothing) behind, never a half-written split, and the next run
-   removes the temporary folders of a killed one. If the cached files and split options did not
+   removes the temporary folders of a killed one. A URL output gets the finished folder uploaded
+   with its `dataset_info.json` last (`_publish`). If the cached files and split options did not
    change since the last build, the build is skipped.
 4. `<output>/summary.json`, written by every run (also when no file was usable: then there is no
    dataset and `prepare_dataset` raises ValueError pointing at it): counts (files, frames,
@@ -34,10 +41,14 @@ read (GCS, HDFS, NFS) and facegen-jax installed on the workers (`--setup_file=./
             Spark job server: `--runner=PortableRunner --job_endpoint=HOST:8099`)
   Flink:    `--runner=FlinkRunner --flink_master=HOST:8081 --environment_type=LOOPBACK`
 Beam does not know the per-video frame counts before it runs, so after a Beam build the video
-table is made by one pass over the written records. A worker's unexpected error is written to
-`<cache>/errors/<key>.json` (outside the cache proper, so a rerun retries the file), read into the
-summary and deleted by the driver; an input with neither a cache entry nor an error record after
-the run (e.g. its worker died) is listed as `error` too. So every input file is in the summary.
+table is made by one pass over the written records. With a URL output (Dataflow: `gs://`) the
+Beam workers write no shards (ArrayRecord cannot write to a bucket): the pipeline prepares every
+file into the cache at the URL, and the driver then builds the dataset from the cache as a run
+without Beam does (copying encoded crops; the detection is what the workers did). A worker's
+unexpected error is written to `<cache>/errors/<key>.json` (outside the cache proper, so a rerun
+retries the file), read into the summary and deleted by the driver; an input with neither a cache
+entry nor an error record after the run (e.g. its worker died) is listed as `error` too. So every
+input file is in the summary.
 """
 
 import dataclasses
@@ -47,6 +58,7 @@ import multiprocessing
 import os
 import pathlib
 import shutil
+import tempfile
 import time
 import traceback
 import uuid
@@ -55,17 +67,20 @@ from typing import Optional, Sequence
 import tensorflow_datasets as tfds
 import tqdm
 from absl import logging
+from etils import epath
 
 from facegen_jax.data import extract
 from facegen_jax.data import frames as frames_lib
 from facegen_jax.data import reading
 from facegen_jax.data import tfds_builder
+from facegen_jax.io import paths
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SKIP_ERROR = "error"  # an unexpected failure (not cached; retried on the next run)
 BEAM_LOST_DETAIL = "error during Beam processing (see the worker logs); rerun to retry"
 SUMMARY_FILE = "summary.json"
+_COMPLETE_MARKER = "dataset_info.json"  # a version folder without it is incomplete (`reading.find_builder_dir`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,32 +141,34 @@ def identity_of(rel: pathlib.PurePosixPath, input_name: str) -> str:
 
 
 def find_inputs(input_dir) -> list:
-  """Every clip and photo under `input_dir`, sorted by relative path."""
-  root = pathlib.Path(input_dir).resolve()
+  """Every clip and photo under `input_dir` (a local folder or a URL), sorted by relative path.
+  Files and folders whose name starts with "." are left out."""
+  root = paths.as_path(input_dir if paths.is_url(input_dir) else pathlib.Path(input_dir).resolve())
   if not root.is_dir():
     raise FileNotFoundError(f"input folder {input_dir} does not exist")
   found = []
-  for dirpath, dirnames, filenames in os.walk(root):
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-    for name in sorted(filenames):
-      ext = os.path.splitext(name)[1].lower()
-      if name.startswith(".") or ext not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
-        continue
-      path = pathlib.Path(dirpath) / name
-      rel = pathlib.PurePosixPath(path.relative_to(root).as_posix())
-      found.append(InputFile(path=str(path), rel=str(rel), identity=identity_of(rel, root.name),
-                             video_id=str(rel.with_suffix("")), is_video=ext in VIDEO_EXTENSIONS))
+  for name in paths.files_under(root):
+    rel = pathlib.PurePosixPath(name)
+    ext = rel.suffix.lower()
+    if any(part.startswith(".") for part in rel.parts) or ext not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
+      continue
+    found.append(InputFile(path=str(root / name), rel=str(rel), identity=identity_of(rel, root.name),
+                           video_id=str(rel.with_suffix("")), is_video=ext in VIDEO_EXTENSIONS))
   return found
 
 
 def _file_fingerprint(inp: InputFile, options: PrepareOptions) -> str:
+  """Size, modification time (a local file's in ns, an object's as its store gives it) and options."""
+  if paths.is_url(inp.path):
+    st = paths.as_path(inp.path).stat()
+    return f"{st.length}:{st.mtime}:{options.fingerprint()}"
   st = os.stat(inp.path)
   return f"{st.st_size}:{st.st_mtime_ns}:{options.fingerprint()}"
 
 
-def cache_dir(output_dir, options: PrepareOptions) -> pathlib.Path:
+def cache_dir(output_dir, options: PrepareOptions) -> epath.Path:
   digest = hashlib.sha256(options.fingerprint().encode()).hexdigest()[:10]
-  return pathlib.Path(output_dir) / "cache" / f"r{options.resolution}-{digest}"
+  return paths.as_path(output_dir) / "cache" / f"r{options.resolution}-{digest}"
 
 
 def _process_one(args):
@@ -168,9 +185,9 @@ def _process_one(args):
   return key, cache.load_meta(key)
 
 
-def _error_path(cache_root, key: str) -> pathlib.Path:
+def _error_path(cache_root, key: str) -> epath.Path:
   """Where a Beam worker records an unexpected error on file `key` (not a cache entry: retried)."""
-  return pathlib.Path(cache_root) / "errors" / f"{key}.json"
+  return paths.as_path(cache_root) / "errors" / f"{key}.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +258,7 @@ def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOpti
     progress: show a progress bar.
   """
   start = time.time()
-  output = pathlib.Path(output_dir)
+  output = paths.as_path(output_dir)
   output.mkdir(parents=True, exist_ok=True)
   remove_stale_builds(output)
   inputs = find_inputs(input_dir)
@@ -249,7 +266,7 @@ def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOpti
     raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) or images ({', '.join(IMAGE_EXTENSIONS)}) "
                      f"found under {input_dir}")
   cache = frames_lib.FrameCache(cache_dir(output, options))
-  others = sorted(str(p) for p in (output / "cache").glob("r*-*") if p.is_dir() and p != cache.root)
+  others = sorted(str(p) for p in (output / "cache").glob("r*-*") if p.is_dir() and str(p) != str(cache.root))
   if others:
     logging.warning("not reusing the frame caches %s (made with other options, or by an older version): every "
                     "file is prepared again into %s; delete them to free the space", ", ".join(others), cache.root)
@@ -276,13 +293,18 @@ def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOpti
     retry = {inp.rel for inp in todo if cache.has(keys[inp.rel])}
     entries = [BeamFrameSource(inp, options, str(cache.root), keys[inp.rel], reprocess=inp.rel in retry)
                for inp in inputs]
+  if beam and not paths.is_url(output):
     builder_dir = _build(output, config, entries, beam=True, beam_options=beam_options, fingerprint=None)
     metas = _beam_results(inputs, keys, cache)
     processed = len(todo)
     built = True
   else:
     processed = 0
-    if todo:
+    if beam:  # a URL output: Beam fills the cache, the shards are written here (see module docstring)
+      _beam_fill_cache([e for e in entries if e.inp in todo], beam_options)
+      metas = _beam_results(inputs, keys, cache)
+      processed = len(todo)
+    elif todo:
       jobs = [(inp, options, str(cache.root), keys[inp.rel]) for inp in todo]
       n = workers or os.cpu_count() or 1
       bar = tqdm.tqdm(total=len(jobs), desc="preparing files", unit="file", disable=not progress, smoothing=0.1)
@@ -317,18 +339,48 @@ def prepare_dataset(input_dir, output_dir, options: PrepareOptions = PrepareOpti
 
 def read_summary(output_dir) -> dict:
   """The `summary.json` of the last run of `prepare_dataset` into `output_dir`."""
-  return json.loads((pathlib.Path(output_dir) / SUMMARY_FILE).read_text())
+  return json.loads((paths.as_path(output_dir) / SUMMARY_FILE).read_text())
 
 
-def remove_stale_builds(output: pathlib.Path) -> None:
-  """Deletes the temporary folders (`.build-*`, `.old-*`) a killed build left in `output`."""
+def remove_stale_builds(output: epath.Path) -> None:
+  """Deletes the temporary folders (`.build-*`, `.old-*`) a killed build left in `output` (a URL
+  output has none: its builds happen in a local temporary folder)."""
+  if paths.is_url(output):
+    return
   for stale in sorted(output.glob(".build-*")) + sorted(output.glob(".old-*")):
     if stale.is_dir():
       logging.info("removing %s, left by an interrupted build", stale)
       shutil.rmtree(stale, ignore_errors=True)
 
 
-def _existing_build(output: pathlib.Path, config, fingerprint: str) -> Optional[pathlib.Path]:
+def _beam_fill_cache(entries: Sequence[BeamFrameSource], beam_options: Sequence[str]) -> None:
+  """Prepares `entries` into their cache on Beam workers (`BeamFrameSource.load`), writing nothing else."""
+  if not entries:
+    return
+  beam_lib = _import_beam()
+  with beam_lib.Pipeline(options=_beam_pipeline_options(beam_lib, beam_options)) as pipeline:
+    _ = (pipeline | beam_lib.Create(list(entries)) | beam_lib.Map(_prepare_into_cache))
+
+
+def _prepare_into_cache(entry: BeamFrameSource) -> None:
+  entry.load()  # processes the file into the cache (or records its error) unless it is cached
+
+
+def _import_beam():
+  try:
+    import apache_beam as beam_lib  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ImportError("--beam needs Apache Beam: pip install apache-beam") from e
+  return beam_lib
+
+
+def _beam_pipeline_options(beam_lib, beam_options: Sequence[str]):
+  flags = list(beam_options) or ["--runner=DirectRunner", "--direct_num_workers=0",
+                                 "--direct_running_mode=multi_processing"]
+  return beam_lib.options.pipeline_options.PipelineOptions(flags)
+
+
+def _existing_build(output: epath.Path, config, fingerprint: str) -> Optional[epath.Path]:
   """The dataset folder if it was built from exactly these cached files and options, else None."""
   final = output / tfds_builder.DATASET_NAME / config.name / str(tfds_builder.FaceFrames.VERSION)
   meta = final / "metadata.json"
@@ -338,24 +390,21 @@ def _existing_build(output: pathlib.Path, config, fingerprint: str) -> Optional[
   return None
 
 
-def _build(output: pathlib.Path, config, entries, *, beam: bool, beam_options: Sequence[str],
-           fingerprint: Optional[str]) -> pathlib.Path:
-  """Builds into `<output>/.build-*` and moves the finished version folder into place."""
-  tmp = output / f".build-{uuid.uuid4().hex[:8]}"
-  rel = pathlib.Path(tfds_builder.DATASET_NAME) / config.name / str(tfds_builder.FaceFrames.VERSION)
+def _build(output: epath.Path, config, entries, *, beam: bool, beam_options: Sequence[str],
+           fingerprint: Optional[str]) -> epath.Path:
+  """Builds into `<output>/.build-*` (a URL output: a local temporary folder, as ArrayRecord writes
+  local files only) and moves the finished version folder into place (`_publish`)."""
+  url = paths.is_url(output)
+  tmp = epath.Path(tempfile.mkdtemp(prefix="facegen_build_")) if url else output / f".build-{uuid.uuid4().hex[:8]}"
+  rel = f"{tfds_builder.DATASET_NAME}/{config.name}/{tfds_builder.FaceFrames.VERSION}"
   final = output / rel
   try:
     builder = tfds_builder.FaceFrames(entries=entries, beam=beam, data_dir=str(tmp), config=config)
     download_config = tfds.download.DownloadConfig(try_download_gcs=False)
     if beam:
-      try:
-        import apache_beam as beam_lib  # pylint: disable=import-outside-toplevel
-      except ImportError as e:
-        raise ImportError("--beam needs Apache Beam: pip install apache-beam") from e
-      flags = list(beam_options) or ["--runner=DirectRunner", "--direct_num_workers=0",
-                                     "--direct_running_mode=multi_processing"]
+      beam_lib = _import_beam()
       download_config = tfds.download.DownloadConfig(
-          try_download_gcs=False, beam_options=beam_lib.options.pipeline_options.PipelineOptions(flags))
+          try_download_gcs=False, beam_options=_beam_pipeline_options(beam_lib, beam_options))
     builder.download_and_prepare(download_config=download_config, file_format="array_record")
     built = tmp / rel
     meta_path = built / "metadata.json"
@@ -369,21 +418,36 @@ def _build(output: pathlib.Path, config, entries, *, beam: bool, beam_options: S
         meta["splits"][split] = {"video_ids": list(table.video_ids), "identities": list(table.identities),
                                  "num_frames": [int(n) for n in table.num_frames]}
     _write_json(meta_path, meta)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if final.exists():
-      old = output / f".old-{uuid.uuid4().hex[:8]}"
-      os.rename(final, old)
-    os.rename(built, final)
-    if old is not None:
-      shutil.rmtree(old, ignore_errors=True)
+    _publish(output, built, final)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   logging.info("dataset written to %s", final)
   return final
 
 
-def _summary(inputs, metas, builder_dir: Optional[pathlib.Path], *, processed, cached, built, seconds) -> dict:
+def _publish(output: epath.Path, built: epath.Path, final: epath.Path) -> None:
+  """Puts the finished version folder `built` at `final`, replacing what is there. Local: two
+  renames. A URL (an object store has no folders to rename): the old version's dataset_info.json is
+  deleted first, then the rest of it, then the new files are uploaded with dataset_info.json last,
+  so a reader (`reading.find_builder_dir` wants that file) never takes a half-copied version."""
+  if paths.is_url(final):
+    if final.exists():
+      (final / _COMPLETE_MARKER).unlink(missing_ok=True)
+      final.rmtree()
+    count = paths.copy_tree(built, final, last=(_COMPLETE_MARKER,))
+    logging.info("uploaded %d files of the dataset to %s", count, final)
+    return
+  final.parent.mkdir(parents=True, exist_ok=True)
+  old = None
+  if final.exists():
+    old = output / f".old-{uuid.uuid4().hex[:8]}"
+    os.rename(final, old)
+  os.rename(built, final)
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _summary(inputs, metas, builder_dir: Optional[epath.Path], *, processed, cached, built, seconds) -> dict:
   """The summary of a run; `builder_dir` None when no file was usable (no dataset: no splits)."""
   by_rel = {m["source"]: m for m in metas.values()}
   info = json.loads((builder_dir / "metadata.json").read_text()) if builder_dir is not None else {
@@ -427,7 +491,12 @@ def log_skipped_and_notes(summary: dict, summary_path, max_files: int = 20) -> N
     logging.info("... and %d more files with notes, see %s", len(notes) - max_files, summary_path)
 
 
-def _write_json(path: pathlib.Path, data) -> None:
+def _write_json(path: epath.Path, data) -> None:
+  """Local: a temporary file renamed into place. A URL: one upload (it appears whole or not at all)."""
+  text = json.dumps(data, indent=1, sort_keys=False)
+  if paths.is_url(path):
+    path.write_text(text)
+    return
   tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}")
-  tmp.write_text(json.dumps(data, indent=1, sort_keys=False))
+  tmp.write_text(text)
   os.replace(tmp, path)
