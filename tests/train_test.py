@@ -230,15 +230,6 @@ def test_step_rng_is_fold_in_of_the_checkpointed_key_and_the_step():
   assert not np.array_equal(np.asarray(jax.random.key_data(g_rngs["dropout"])), np.asarray(state.rng))
 
 
-def test_url_data_dir_is_refused_not_read_locally(tmp_path, monkeypatch):
-  """A gs:// workdir is written through epath (tests/gcs_paths_test.py); the training shards are
-  read with local file APIs, so a URL data dir is refused before anything is written."""
-  monkeypatch.chdir(tmp_path)
-  with pytest.raises(ValueError, match="data_dir=gs://bucket/data: URLs are not supported for the training data"):
-    loop.train(tiny_config(**{"data.source": "tfds", "data.data_dir": "gs://bucket/data"}), str(tmp_path / "wd"))
-  assert not (tmp_path / "gs:").exists() and not (tmp_path / "wd").exists()
-
-
 def test_two_processes_train_together(tmp_path):
   """`train.py --multihost` as two processes of 2 CPU devices each (gloo collectives, addresses from
   the JAX_* variables BUILD.md documents): one global mesh of 4 devices, one checkpoint, image

@@ -7,15 +7,18 @@ video and identity, in record order, without reading any image.
 """
 
 import dataclasses
+import hashlib
 import pathlib
 from typing import Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from etils import epath
 
 from facegen_jax.data import frames as frames_lib
 from facegen_jax.data import tfds_builder
+from facegen_jax.io import paths
 from facegen_jax.landmarks import layout
 
 IMAGE_FEATURES = ("image", "mask", "part_masks")
@@ -39,11 +42,33 @@ class VideoTable:
 
 def find_builder_dir(data_dir, resolution: Optional[int] = None, dataset_name: str = tfds_builder.DATASET_NAME,
                      dataset_config: str = "") -> pathlib.Path:
-  """The generated dataset folder `<data_dir>/<name>/<config>/<version>` (newest version).
+  """The generated dataset folder `<data_dir>/<name>/<config>/<version>` (newest version), local.
 
-  `dataset_config` "" picks `r{resolution}` if it exists, else the only config there.
+  `dataset_config` "" picks `r{resolution}` if it exists, else the only config there. A `data_dir`
+  URL (`gs://...`) is searched there and the version folder is mirrored into a local folder
+  (`stage_locally`), which is returned: ArrayRecord reads local files only.
   """
-  root = pathlib.Path(data_dir) / dataset_name
+  version = _find_version(data_dir, resolution, dataset_name, dataset_config)
+  return stage_locally(version) if paths.is_url(data_dir) else pathlib.Path(version)
+
+
+def stage_locally(builder_dir: epath.Path) -> pathlib.Path:
+  """A local mirror of the dataset version folder at URL `builder_dir`, said in one log line. The
+  folder (`paths.staging_dir`) is named by the URL and the dataset's info files, so a resumed run
+  finds its earlier copy (and copies only what is missing) and a rebuilt dataset gets a new one."""
+  info = "".join((builder_dir / name).read_text() for name in ("dataset_info.json", "metadata.json")
+                 if (builder_dir / name).exists())
+  key = f"{builder_dir}\0{hashlib.sha256(info.encode()).hexdigest()}"
+  local = pathlib.Path(paths.staging_dir(key, "datasets")) / builder_dir.name
+  copied = paths.mirror(builder_dir, local)
+  size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file())
+  logging.info("dataset %s staged to the local folder %s (%d files copied now, %.1f MB in all): ArrayRecord "
+               "reads local files only (google/array_record#120)", builder_dir, local, copied, size / 1e6)
+  return local
+
+
+def _find_version(data_dir, resolution, dataset_name: str, dataset_config: str) -> epath.Path:
+  root = paths.as_path(data_dir) / dataset_name
   if not root.is_dir():
     raise FileNotFoundError(f"no {dataset_name} dataset in {data_dir!r}; build one with "
                             f"`python experiments/prepare_data.py --input=VIDEOS_OR_PHOTOS --output={data_dir}`")

@@ -147,10 +147,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, make_evaluator=None) 
                      "(experiments/train.py does), or set config.eval_every_steps=0")
   profile = summaries.ProfileWindow(config.get("profile_steps", ""), epath.Path(workdir) / "profile")
   summaries.quiet_library_logs()
-  data_dir = str(config.data.get("data_dir", ""))
-  if "://" in data_dir:  # the workdir may be a URL (epath); the ArrayRecord shards are read with local file APIs
-    raise ValueError(f"config.data.data_dir={data_dir}: URLs are not supported for the training data; copy the "
-                     "prepared dataset to a local disk, or mount the bucket (e.g. gcsfuse), and pass its path")
   config_check.validate(config, jax.device_count(), jax.process_count())  # before anything compiles
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
 
