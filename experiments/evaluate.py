@@ -44,6 +44,7 @@ from absl import flags
 
 from facegen_jax import entry
 from facegen_jax.evaluation import harness, report
+from facegen_jax.io import paths as paths_lib
 
 flags.DEFINE_string("checkpoint", None, "Training workdir or export directory (needed for --method=model).")
 flags.DEFINE_string("videos", None, "Folder of test clips (mp4, mov, avi, mkv, webm, m4v), one video file, or a "
@@ -89,8 +90,7 @@ def main(argv):
       num_pairs=FLAGS.num_pairs, seed=FLAGS.seed, motion=FLAGS.motion, fid_weights=FLAGS.fid_weights,
       lpips_weights=FLAGS.lpips_weights, split=FLAGS.split, dataset_landmarks=FLAGS.dataset_landmarks,
       compare=harness.parse_compare(FLAGS.compare), finetune_steps=FLAGS.finetune_steps, sources=FLAGS.sources)
-  with open(paths["metrics.md"]) as f:
-    markdown = f.read()
+  markdown = paths_lib.as_path(paths["metrics.md"]).read_text()
   print(markdown)
   command = shlex.join(["python", "experiments/evaluate.py", *sys.argv[1:]])
   for readme in FLAGS.readme:

@@ -13,6 +13,8 @@ computes with facegen_jax.landmarks.tps.host_flow (numpy only; examples/onnx_ree
 `Reenactor.from_checkpoint` and facegen-reenact --checkpoint take DIR or a program file.
 """
 
+import os
+
 from absl import flags
 
 from facegen_jax import entry
@@ -29,10 +31,14 @@ def main(argv):
   del argv
   from facegen_jax.inference import export_formats  # pylint: disable=import-outside-toplevel
   from facegen_jax.inference.generator_model import GeneratorModel  # pylint: disable=import-outside-toplevel
+  from facegen_jax.io import paths  # pylint: disable=import-outside-toplevel
   formats = export_formats.parse_formats(FLAGS.format)
-  model = GeneratorModel.load(FLAGS.workdir, use_ema=FLAGS.ema)
-  for path in export_formats.export(model, FLAGS.output, formats):
-    print(f"wrote {path} ({model.info})")
+  with paths.local_checkpoint(FLAGS.workdir) as workdir:  # a URL: read from a local copy
+    model = GeneratorModel.load(workdir, use_ema=FLAGS.ema)
+  with paths.writing_to(FLAGS.output) as output:  # a URL: written locally, then copied there
+    written = [os.path.relpath(path, output) for path in export_formats.export(model, output, formats)]
+  for name in written:
+    print(f"wrote {paths.as_path(FLAGS.output) / name} ({model.info})")
 
 
 if __name__ == "__main__":

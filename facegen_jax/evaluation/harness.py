@@ -1,15 +1,18 @@
 """One evaluation run: clips in (video files or a prepared dataset), the four report files out
 (experiments/evaluate.py calls this)."""
 
+import contextlib
 import dataclasses
 import os
 import random
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import tqdm
 
 from facegen_jax.evaluation import baselines, clips as clips_lib, exported_nets, face_analysis, protocols, report
+from facegen_jax.data import reading, tfds_builder
 from facegen_jax.evaluation.baselines import Method
+from facegen_jax.io import paths
 from facegen_jax.io.video import VIDEO_EXTENSIONS
 
 MODEL = "model"
@@ -33,7 +36,7 @@ def build_methods(names: Sequence[str], checkpoint: Optional[str], compare: Opti
   if MODEL in names:
     if not checkpoint:
       raise ValueError("--method=model needs --checkpoint=DIR (a training workdir or an export directory)")
-    reenactor = protocols.load_reenactor(checkpoint)
+    reenactor = _load_reenactor(checkpoint)
     methods[MODEL] = protocols.reenactor_method(reenactor)
     if finetune_steps:
       methods[protocols.personalized_name(MODEL, finetune_steps)] = protocols.Personalized(
@@ -42,9 +45,32 @@ def build_methods(names: Sequence[str], checkpoint: Optional[str], compare: Opti
     if name in METHOD_NAMES or name in methods:
       raise ValueError(f"--compare={name}=...: {name!r} names another row (a built-in method or the personalized "
                        "model); give the model another name")
-    methods[name] = protocols.reenactor_method(protocols.load_reenactor(path))
+    methods[name] = protocols.reenactor_method(_load_reenactor(path))
   methods.update(baselines.BASELINES)
   return methods
+
+
+def _load_reenactor(path: str):
+  """`protocols.load_reenactor` of a local folder or a URL (read from a local copy: `paths.local_checkpoint`)."""
+  with paths.local_checkpoint(path) as local:
+    return protocols.load_reenactor(local)
+
+
+@contextlib.contextmanager
+def _local_videos(videos: str, resolution: int) -> Iterator[str]:
+  """A local path for `--videos`: itself if local; at a URL, a prepared dataset is mirrored
+  (`reading.find_builder_dir`, `reading.stage_locally`), a clip or a folder of clips copied."""
+  if not paths.is_url(videos):
+    yield videos
+    return
+  folder = paths.as_path(videos)
+  if (folder / "dataset_info.json").exists():
+    yield str(reading.stage_locally(folder))
+  elif (folder / tfds_builder.DATASET_NAME).is_dir():
+    yield str(reading.find_builder_dir(videos, resolution))
+  else:
+    with paths.local_copy(videos, what="test clips") as local:
+      yield local
 
 
 def parse_compare(values: Sequence[str]) -> Dict[str, str]:
@@ -84,65 +110,68 @@ def evaluate(videos: str, output: str, methods: Sequence[str] = METHOD_NAMES, ch
     raise ValueError("--sources gives cross-identity sources: add --protocol=cross")
   if sources and pairs_csv:
     raise ValueError("--sources pairs every source with every clip of another person; leave out --pairs")
-  clip_sources, source_info = clips_lib.find_clips(videos, split, resolution, dataset_landmarks)
-  source_files = clips_lib.find_sources(sources, dataset_landmarks) if sources else []
-  method_fns = build_methods(methods, checkpoint, compare, finetune_steps, progress)
-  if feature_nets is None:
-    feature_nets = protocols.FeatureNets(face_analysis.default_landmark_fn(), face_analysis.default_identity_net())
-  feature_nets = dataclasses.replace(
-      feature_nets,
-      fid_features=exported_nets.fid_feature_fn(fid_weights) if fid_weights else feature_nets.fid_features,
-      lpips=exported_nets.lpips_fn(lpips_weights) if lpips_weights else feature_nets.lpips)
+  with contextlib.ExitStack() as stack:  # URLs are read from local copies, removed at the end
+    local_videos = stack.enter_context(_local_videos(videos, resolution))
+    local_sources = [stack.enter_context(paths.local_copy(s, what="sources")) for s in sources]
+    clip_sources, source_info = clips_lib.find_clips(local_videos, split, resolution, dataset_landmarks)
+    source_files = clips_lib.find_sources(local_sources, dataset_landmarks) if sources else []
+    method_fns = build_methods(methods, checkpoint, compare, finetune_steps, progress)
+    if feature_nets is None:
+      feature_nets = protocols.FeatureNets(face_analysis.default_landmark_fn(), face_analysis.default_identity_net())
+    feature_nets = dataclasses.replace(
+        feature_nets,
+        fid_features=exported_nets.fid_feature_fn(fid_weights) if fid_weights else feature_nets.fid_features,
+        lpips=exported_nets.lpips_fn(lpips_weights) if lpips_weights else feature_nets.lpips)
 
-  same_person: List[str] = []
-  if protocol == "cross":
-    if source_files:
-      pairs, same_person = _source_pairs(source_files, clip_sources)
-      source_files = [c for c in source_files if c.name in {a for a, _ in pairs}]
-      clip_sources = [c for c in clip_sources if c.name in {b for _, b in pairs}]
-    else:
-      by_name = {c.name: c for c in clip_sources}
-      if pairs_csv:
-        pairs = [(_clip_name(a, by_name), _clip_name(b, by_name)) for a, b in protocols.read_pairs(pairs_csv)]
+    same_person: List[str] = []
+    if protocol == "cross":
+      if source_files:
+        pairs, same_person = _source_pairs(source_files, clip_sources)
+        source_files = [c for c in source_files if c.name in {a for a, _ in pairs}]
+        clip_sources = [c for c in clip_sources if c.name in {b for _, b in pairs}]
       else:
-        pairs = _random_pairs(clip_sources, num_pairs, seed)
-      needed = sorted({n for pair in pairs for n in pair})
-      missing = [n for n in needed if n not in by_name]
-      if missing:
-        shown = ", ".join(list(by_name)[:10]) + (f", ... ({len(by_name)} in all)" if len(by_name) > 10 else "")
-        raise ValueError(f"{pairs_csv} names clips not in {videos}: {missing} (clips there: {shown})")
-      clip_sources = [by_name[n] for n in needed]
+        by_name = {c.name: c for c in clip_sources}
+        if pairs_csv:
+          pairs = [(_clip_name(a, by_name), _clip_name(b, by_name)) for a, b in protocols.read_pairs(pairs_csv)]
+        else:
+          pairs = _random_pairs(clip_sources, num_pairs, seed)
+        needed = sorted({n for pair in pairs for n in pair})
+        missing = [n for n in needed if n not in by_name]
+        if missing:
+          shown = ", ".join(list(by_name)[:10]) + (f", ... ({len(by_name)} in all)" if len(by_name) > 10 else "")
+          raise ValueError(f"{pairs_csv} names clips not in {videos}: {missing} (clips there: {shown})")
+        clip_sources = [by_name[n] for n in needed]
 
-  def read(items, what: str):
-    return [c.load(feature_nets.landmark_fn, resolution, max_frames)
-            for c in tqdm.tqdm(items, desc=f"reading {what}s", unit=what, disable=not progress)]
+    def read(items, what: str):
+      return [c.load(feature_nets.landmark_fn, resolution, max_frames)
+              for c in tqdm.tqdm(items, desc=f"reading {what}s", unit=what, disable=not progress)]
 
-  loaded = read(clip_sources, "clip")
-  if protocol == "self":
-    results = protocols.self_reenactment(loaded, method_fns, feature_nets, resolution, progress)
-  else:
-    drivings = {c.name: c for c in loaded}
-    by_source = {c.name: c for c in read(source_files, "source")} if source_files else drivings
-    results = protocols.cross_identity(by_source, drivings, pairs, method_fns, feature_nets, resolution, motion,
-                                       progress)
-  info = {
-      "videos": os.path.abspath(videos),
-      **source_info,
-      "clips": [c.name for c in loaded],
-      "max_frames": max_frames,
-      "checkpoint": checkpoint if MODEL in method_fns else None,
-      "identity_net": feature_nets.identity_net.name,
-      "akd_scale": f"pixels of a {protocols.metrics.AKD_RESOLUTION}x{protocols.metrics.AKD_RESOLUTION} crop",
-      "fid": fid_weights or "not computed (pass --fid_weights)",
-      "lpips": lpips_weights or "not computed (pass --lpips_weights)",
-  }
-  if protocol == "cross":
-    if sources:
-      info.update(sources=[c.name for c in source_files], same_person_pairs_left_out=same_person)
-    info.update(motion=motion, pairs=[f"{a}->{b}" for a, b in pairs])
-  if finetune_steps:
-    info["personalization"] = _personalization_note(results, method_fns, finetune_steps)
-  return report.write_all(results, output, info)
+    loaded = read(clip_sources, "clip")
+    if protocol == "self":
+      results = protocols.self_reenactment(loaded, method_fns, feature_nets, resolution, progress)
+    else:
+      drivings = {c.name: c for c in loaded}
+      by_source = {c.name: c for c in read(source_files, "source")} if source_files else drivings
+      results = protocols.cross_identity(by_source, drivings, pairs, method_fns, feature_nets, resolution, motion,
+                                         progress)
+    info = {
+        "videos": videos if paths.is_url(videos) else os.path.abspath(videos),
+        **source_info,
+        "clips": [c.name for c in loaded],
+        "max_frames": max_frames,
+        "checkpoint": checkpoint if MODEL in method_fns else None,
+        "identity_net": feature_nets.identity_net.name,
+        "akd_scale": f"pixels of a {protocols.metrics.AKD_RESOLUTION}x{protocols.metrics.AKD_RESOLUTION} crop",
+        "fid": fid_weights or "not computed (pass --fid_weights)",
+        "lpips": lpips_weights or "not computed (pass --lpips_weights)",
+    }
+    if protocol == "cross":
+      if sources:
+        info.update(sources=[c.name for c in source_files], same_person_pairs_left_out=same_person)
+      info.update(motion=motion, pairs=[f"{a}->{b}" for a, b in pairs])
+    if finetune_steps:
+      info["personalization"] = _personalization_note(results, method_fns, finetune_steps)
+    return report.write_all(results, output, info)
 
 
 def _source_pairs(sources: Sequence[clips_lib.ClipSource], clips: Sequence[clips_lib.ClipSource]

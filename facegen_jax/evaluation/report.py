@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from facegen_jax.evaluation.protocols import METRICS, Results
+from facegen_jax.io import paths as paths_lib
 
 OUTPUT_FILES = ("metrics.json", "metrics.md", "per_video.csv", "grid.png")
 # The counts before the metrics in every table and CSV row: frames scored, and frames left out.
@@ -137,14 +138,15 @@ def grid_image(results: Results, max_rows: int = 8) -> np.ndarray:
 
 
 def write_all(results: Results, output_dir: str, info: Dict[str, object]) -> Dict[str, str]:
-  """Writes the four outputs into `output_dir`; returns name -> path."""
-  os.makedirs(output_dir, exist_ok=True)
-  paths = {name: os.path.join(output_dir, name) for name in OUTPUT_FILES}
-  with open(paths["metrics.json"], "w") as f:
-    json.dump(to_json(results, info), f, indent=2)
-  with open(paths["metrics.md"], "w") as f:
-    f.write(to_markdown(results, info))
-  write_csv(results, paths["per_video.csv"])
-  Image.fromarray(grid_image(results)).save(paths["grid.png"])
-  return paths
+  """Writes the four outputs into `output_dir` (a local folder or a URL: written locally, then
+  copied there by `paths.writing_to`); returns name -> path."""
+  with paths_lib.writing_to(output_dir) as folder:
+    local = {name: os.path.join(folder, name) for name in OUTPUT_FILES}
+    with open(local["metrics.json"], "w") as f:
+      json.dump(to_json(results, info), f, indent=2)
+    with open(local["metrics.md"], "w") as f:
+      f.write(to_markdown(results, info))
+    write_csv(results, local["per_video.csv"])
+    Image.fromarray(grid_image(results)).save(local["grid.png"])
+  return {name: str(paths_lib.as_path(output_dir) / name) for name in OUTPUT_FILES}
 
