@@ -16,12 +16,9 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import pathlib
-import tempfile
 
 import numpy as np
-from etils import epath
 from PIL import Image
 
 from facegen_jax.io import paths
@@ -131,25 +128,6 @@ def _unpack(data: np.ndarray, offsets: np.ndarray) -> list:
   return [raw[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
-def _atomic_write(path: epath.Path, write) -> None:
-  """`write(file)` into `path`: locally through a temporary file renamed into place; at a URL as one
-  upload of the whole content (an object appears whole or not at all)."""
-  if paths.is_url(path):
-    buf = io.BytesIO()
-    write(buf)
-    path.write_bytes(buf.getvalue())
-    return
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 class FrameCache:
   """The per-input-file cache in `root`, a local folder or a URL (see module docstring)."""
 
@@ -174,12 +152,14 @@ class FrameCache:
                 "frame_indices": np.asarray(result.frame_indices, np.int32)}
       for name in ("images", "masks", "part_masks"):
         arrays[f"{name}_data"], arrays[f"{name}_offsets"] = _pack(getattr(result, name))
-      _atomic_write(self.root / f"{key}.npz", lambda f: np.savez(f, **arrays))
+      buf = io.BytesIO()  # np.savez seeks, which a bucket's upload stream cannot
+      np.savez(buf, **arrays)
+      paths.write_atomically(self.root / f"{key}.npz", lambda f: f.write(buf.getvalue()))
       meta = {"status": "ok", "source": result.source, "identity": result.identity, "video_id": result.video_id,
               "is_video": result.is_video, "num_frames": result.num_frames, "notes": list(result.notes)}
     else:
       meta = {"status": "skipped", **dataclasses.asdict(result)}
-    _atomic_write(self.root / f"{key}.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    paths.write_atomically(self.root / f"{key}.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
 
   def load_meta(self, key: str) -> dict:
     return json.loads((self.root / f"{key}.json").read_text())

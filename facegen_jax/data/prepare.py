@@ -492,11 +492,4 @@ def log_skipped_and_notes(summary: dict, summary_path, max_files: int = 20) -> N
 
 
 def _write_json(path: epath.Path, data) -> None:
-  """Local: a temporary file renamed into place. A URL: one upload (it appears whole or not at all)."""
-  text = json.dumps(data, indent=1, sort_keys=False)
-  if paths.is_url(path):
-    path.write_text(text)
-    return
-  tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+  paths.write_atomically(path, lambda f: f.write(json.dumps(data, indent=1, sort_keys=False).encode()))

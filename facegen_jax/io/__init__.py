@@ -6,7 +6,9 @@
   aside) and the generator-only restore;
 - `images`: the one image-file loader (bounded: a pixel limit checked before decoding) and uint8 <->
   float image and mask conversions;
-- `cache`: the user cache folder.
+- `cache`: the user cache folder;
+- `paths`: local paths and bucket URLs (`gs://`) through etils.epath, and the local copies made for
+  readers and writers of local files only.
 
 Imports nothing else of facegen_jax.
 """

@@ -31,12 +31,33 @@ def as_path(path) -> epath.Path:
   return epath.Path(path)
 
 
+def write_atomically(path, write) -> None:
+  """Calls `write(file)` to fill `path`. A local path is written to a temporary file beside it and
+  renamed into place, so a reader (or another process writing the same file at once) never sees a
+  half-written one; a URL is written as one object, which appears whole or not at all."""
+  path = as_path(path)
+  if is_url(path):
+    with path.open("wb") as f:
+      write(f)
+    return
+  fd, tmp = tempfile.mkstemp(dir=os.fspath(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+    os.replace(tmp, os.fspath(path))
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
 def copy_file(source, target) -> None:
-  """Copies one file between any two places (local or URL); `target`'s folder is created."""
+  """Copies one file between any two places (local or URL), `write_atomically`; `target`'s folder
+  is created."""
   source, target = as_path(source), as_path(target)
   target.parent.mkdir(parents=True, exist_ok=True)
-  with source.open("rb") as src, target.open("wb") as dst:
-    shutil.copyfileobj(src, dst, _CHUNK)
+  with source.open("rb") as src:
+    write_atomically(target, lambda dst: shutil.copyfileobj(src, dst, _CHUNK))
 
 
 def files_under(folder) -> list:
