@@ -9,6 +9,9 @@ r"""Evaluates reenactment methods on test clips with the field's metrics.
 (its --output folder): then the clips are the videos of its --split (default: test, the held-out
 identities), read from the stored face crops.
 
+Every path but --readme's may be a bucket URL (gs://...; BUILD.md, "Buckets"): the report is
+uploaded there, a checkpoint and the clips are read from local copies.
+
 --protocol=self drives each clip's first face frame with the clip's own later frames. --protocol=cross
 drives a source with another person's clip: with --sources, every source (a photo's face, or a clip's
 first face frame; a folder gives every photo and clip in it) with every --videos clip of another

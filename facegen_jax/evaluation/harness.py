@@ -113,15 +113,19 @@ def evaluate(videos: str, output: str, methods: Sequence[str] = METHOD_NAMES, ch
   with contextlib.ExitStack() as stack:  # URLs are read from local copies, removed at the end
     local_videos = stack.enter_context(_local_videos(videos, resolution))
     local_sources = [stack.enter_context(paths.local_copy(s, what="sources")) for s in sources]
+    local = {name: stack.enter_context(paths.local_copy(path, what=name)) if path else None
+             for name, path in (("pairs", pairs_csv), ("fid", fid_weights), ("lpips", lpips_weights))}
     clip_sources, source_info = clips_lib.find_clips(local_videos, split, resolution, dataset_landmarks)
+    if paths.is_url(videos) and "dataset" in source_info:
+      source_info["dataset"] = f"{videos} (read from its local mirror {source_info['dataset']})"
     source_files = clips_lib.find_sources(local_sources, dataset_landmarks) if sources else []
     method_fns = build_methods(methods, checkpoint, compare, finetune_steps, progress)
     if feature_nets is None:
       feature_nets = protocols.FeatureNets(face_analysis.default_landmark_fn(), face_analysis.default_identity_net())
     feature_nets = dataclasses.replace(
         feature_nets,
-        fid_features=exported_nets.fid_feature_fn(fid_weights) if fid_weights else feature_nets.fid_features,
-        lpips=exported_nets.lpips_fn(lpips_weights) if lpips_weights else feature_nets.lpips)
+        fid_features=exported_nets.fid_feature_fn(local["fid"]) if fid_weights else feature_nets.fid_features,
+        lpips=exported_nets.lpips_fn(local["lpips"]) if lpips_weights else feature_nets.lpips)
 
     same_person: List[str] = []
     if protocol == "cross":
@@ -132,7 +136,7 @@ def evaluate(videos: str, output: str, methods: Sequence[str] = METHOD_NAMES, ch
       else:
         by_name = {c.name: c for c in clip_sources}
         if pairs_csv:
-          pairs = [(_clip_name(a, by_name), _clip_name(b, by_name)) for a, b in protocols.read_pairs(pairs_csv)]
+          pairs = [(_clip_name(a, by_name), _clip_name(b, by_name)) for a, b in protocols.read_pairs(local["pairs"])]
         else:
           pairs = _random_pairs(clip_sources, num_pairs, seed)
         needed = sorted({n for pair in pairs for n in pair})
