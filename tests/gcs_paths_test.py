@@ -95,8 +95,11 @@ def gcs():
 
 
 def _cli(script, cwd, env, *flags):
+  """Runs an entry point with the emulator's environment and the tests' persistent XLA cache."""
+  xla_cache = {"JAX_COMPILATION_CACHE_DIR": os.environ.get("FACEGEN_JAX_CACHE", "/tmp/facegen_jax_xla_cache"),
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
   return subprocess.run([sys.executable, str(REPO / "experiments" / script), *flags],
-                        capture_output=True, text=True, timeout=600, cwd=cwd, env=dict(os.environ, **env))
+                        capture_output=True, text=True, timeout=600, cwd=cwd, env=dict(os.environ, **xla_cache, **env))
 
 
 def _train_cli(workdir, cwd, env, steps, data_dir):
@@ -106,7 +109,8 @@ def _train_cli(workdir, cwd, env, steps, data_dir):
 
 
 def _tfds(data_dir):
-  return {"data.source": "tfds", "data.data_dir": str(data_dir)}
+  """The prepared dataset as the training input, decoded in the training process (no worker processes to start)."""
+  return {"data.source": "tfds", "data.data_dir": str(data_dir), "data.num_workers": 0}
 
 
 def _records(data_dir):
@@ -191,6 +195,7 @@ def test_prepare_train_evaluate_export_on_gs_equal_local_paths(gcs, shared_faces
   report_local = json.loads((local / "eval" / "metrics.json").read_text())
   assert sorted(p.name for p in (bucket / "eval").iterdir()) == sorted(harness.report.OUTPUT_FILES)
   assert report_gs["checkpoint"] == f"{remote}/run" and report_gs["videos"] == f"{remote}/data"
+  assert report_gs["dataset"].startswith(f"{remote}/data (read from its local mirror ")
   assert report_gs["clips"] == report_local["clips"] and report_gs["summary"].keys() == report_local["summary"].keys()
   for method, row in report_local["summary"].items():
     for key, value in row.items():
