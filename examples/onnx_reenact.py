@@ -8,7 +8,7 @@ masks and, for a generator with motion, the thin-plate spline's flow) are all it
 
 The generator's inputs follow the contract export.py writes beside the model (generator.onnx.json):
 face crops in [-1, 1], the driving face mask in [0, 1], both faces' landmarks in crop pixels and,
-with motion, the spline's flow from those landmarks (`tps.host_flow`, float64 numpy, with the
+with motion, the landmark flow from those landmarks (`tps.host_flow` or `pwa.host_flow`, float64 numpy, with the
 contract's smoothing). The output is the generated face crop.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from facegen_jax.landmarks import create_detector, crop as crop_lib, load_image, render_masks, tps
+from facegen_jax.landmarks import create_detector, crop as crop_lib, load_image, pwa, render_masks, tps
 
 CROP_SCALE = 1.8  # the crop box the shipped models were trained on (Reenactor's default)
 
@@ -55,8 +55,11 @@ def main():
       "driving_landmarks": driving_landmarks[None],
   }
   if "tps" in contract:  # a generator with motion: the flow is computed here, in float64
-    inputs["tps_flow"] = tps.host_flow(inputs["source_landmarks"], inputs["driving_landmarks"], r,
-                                       float(contract["tps"]["smoothing"]))
+    if contract["tps"]["function"].endswith("pwa.host_flow"):  # motion "landmark_pwa"
+      inputs["tps_flow"] = pwa.host_flow(inputs["source_landmarks"], inputs["driving_landmarks"], r)
+    else:
+      inputs["tps_flow"] = tps.host_flow(inputs["source_landmarks"], inputs["driving_landmarks"], r,
+                                         float(contract["tps"]["smoothing"]))
   session = ort.InferenceSession(args.model, providers=ort.get_available_providers())
   generated = session.run(["generated"], inputs)[0][0]
   Image.fromarray(np.clip(np.round((generated + 1.0) * 127.5), 0, 255).astype(np.uint8)).save(args.output)

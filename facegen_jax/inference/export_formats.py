@@ -93,8 +93,8 @@ def contract(model: GeneratorModel, fmt: str, program: str) -> dict:
       "source_landmarks": "68 (x, y) landmarks of the source crops, crop pixels (pixel centres at integers)",
       "driving_landmarks": "68 (x, y) landmarks of the driving pose, crop pixels",
       FLOW_INPUT: "for each pixel of the R/2 frame in the driving pose, the normalized (x, y) of the source to "
-                  "read: facegen_jax.landmarks.tps.host_flow(source_landmarks, driving_landmarks, resolution, "
-                  "smoothing) (float64 numpy, cast to float32); smoothing is this contract's tps.smoothing",
+                  "read: the function this contract's tps.function names, (source_landmarks, driving_landmarks, "
+                  "resolution[, smoothing]) (float64 numpy, cast to float32); smoothing is tps.smoothing where given",
   }
   inputs = [{"name": n, "shape": [BATCH] + list(s[1:]), "dtype": "float32", "range": ranges[n], "meaning": meanings[n]}
             for n, s in zip(input_names(model), input_specs(model, BATCH))]
@@ -115,6 +115,9 @@ def _tps_entry(model: GeneratorModel) -> dict:
   """With motion, how the caller computes the `tps_flow` input."""
   if model.motion_smoothing is None:
     return {}
+  if str(model.config.model.motion) == "landmark_pwa":
+    return {"tps": {"function": "facegen_jax.landmarks.pwa.host_flow", "size": tps.flow_size(model.resolution),
+                    "smoothing": model.motion_smoothing, "anchors_per_side": tps.ANCHORS_PER_SIDE}}  # smoothing unused
   return {"tps": {"function": "facegen_jax.landmarks.tps.host_flow", "size": tps.flow_size(model.resolution),
                   "smoothing": model.motion_smoothing, "anchors_per_side": tps.ANCHORS_PER_SIDE}}
 

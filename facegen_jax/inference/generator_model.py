@@ -7,8 +7,8 @@ Two on-disk forms:
   small file with just the inference weights, suitable for shipping.
 
 The exported programs (StableHLO, ONNX) run `float_outputs` of `for_export()`'s model; their
-runtimes share `check_inputs`, `uint8_outputs` and, with motion, the float64 spline flow
-(`landmarks.tps.host_flow`, the `tps_flow` input) with `outputs` (inference/export_formats.py,
+runtimes share `check_inputs`, `uint8_outputs` and, with motion, the float64 landmark flow
+(`models.motion.host_flow`: `landmarks.tps.host_flow` or `landmarks.pwa.host_flow`, the `tps_flow` input) with `outputs` (inference/export_formats.py,
 inference/runtimes.py).
 """
 
@@ -24,8 +24,7 @@ import ml_collections
 import numpy as np
 
 from facegen_jax.io import checkpoints, images
-from facegen_jax.landmarks import tps
-from facegen_jax.models import factory
+from facegen_jax.models import factory, motion
 
 EXPORT_FILE = "generator.msgpack"
 EXPORT_INFO = "export.json"  # where the weights came from: training step, EMA or raw
@@ -186,11 +185,17 @@ class GeneratorModel:
     """The spline's ridge with motion, None without (the generator then takes no `tps_flow`)."""
     return None if self.config.model.motion == "none" else float(self.config.model.motion_smoothing)
 
+  @property
+  def motion(self) -> str:
+    """`config.model.motion`: which landmark flow the generator warps by."""
+    return str(self.config.model.motion)
+
   def tps_flow(self, source_landmarks, driving_landmarks) -> Optional[np.ndarray]:
-    """The `tps_flow` input of `float_outputs` (float64 `tps.host_flow`), None without motion."""
+    """The `tps_flow` input of `float_outputs` (float64 `models.motion.host_flow` of the config's
+    motion), None without motion."""
     if self.motion_smoothing is None:
       return None
-    return tps.host_flow(source_landmarks, driving_landmarks, self.resolution, self.motion_smoothing)
+    return motion.host_flow(source_landmarks, driving_landmarks, self.resolution, self.motion_smoothing, self.motion)
 
   def float_outputs(self, variables: dict, sources, masks, source_landmarks, driving_landmarks, tps_flow=None) -> dict:
     """The images of `output_names` from float inputs: sources in [-1, 1], masks in [0, 1],

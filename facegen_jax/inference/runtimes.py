@@ -105,6 +105,7 @@ class ExportedGenerator:
         raise ValueError(f"{export_formats.contract_path(path)} has a {export_formats.FLOW_INPUT} input but no "
                          "tps.smoothing to compute it with; export again with experiments/export.py")
       self.motion_smoothing = float(self.contract["tps"]["smoothing"])
+    self.motion = str(self.contract.get("motion", "landmark_tps"))
     self.info = dict(self.contract.get("weights", {}))
     self._run = self._load_jax() if runtime == "jax_export" else self._load_onnx(providers)
 
@@ -152,7 +153,7 @@ class ExportedGenerator:
     raise ValueError(f"{self.path} is an exported program with its weights baked in; personalization "
                      "(--finetune_steps) needs the weights: use a training workdir or a msgpack export")
 
-  tps_flow = GeneratorModel.tps_flow  # the same float64 host flow (reads resolution, motion_smoothing)
+  tps_flow = GeneratorModel.tps_flow  # the same float64 host flow (reads resolution, motion_smoothing, motion)
 
   def float_outputs(self, sources, masks, source_landmarks, driving_landmarks) -> dict:
     """The program's outputs (`output_names` -> float32 numpy) for float32 inputs (with motion,

@@ -34,12 +34,13 @@ class DecoderSettings:
   dtype: Any = jnp.float32
   conv_transpose: layers.ModuleDef = ConvTranspose
 
-  def up(self, features: int, name: str, normed: bool = False) -> nn.Module:
+  def up(self, features: int, name: str, normed: bool = False, zero: bool = False) -> nn.Module:
     """A stride-2 transposed convolution that doubles H and W. With `normed` (a norm follows) and
     a norm configured it has no bias: the norm would cancel it, leaving a parameter whose
-    gradient is zero."""
+    gradient is zero. With `zero` its kernel starts at zero (so does its bias, always)."""
+    init = {"kernel_init": nn.initializers.zeros} if zero else {}
     return self.conv_transpose(features, (self.kernel_size,) * 2, strides=(2, 2), padding="SAME",
-                               use_bias=not normed or self.norm == "none", dtype=self.dtype, name=name)
+                               use_bias=not normed or self.norm == "none", dtype=self.dtype, name=name, **init)
 
   def norm_layer(self, name: str) -> layers.Norm:
     return layers.Norm(self.norm, dtype=self.dtype, name=name)
@@ -102,6 +103,8 @@ class GenerationDecoder(nn.Module):
     fuse: the MaskAffineNorm constructor of step (b), its kernels, hidden features, modulation and
       convolution set (`functools.partial(MaskAffineNorm, ...)`); the decoder adds the norm and dtype.
     level_order: "spade" or "spec" (step c above).
+    zero_output: the last transposed conv starts at zero, so the image starts at tanh(0) = 0: a
+      correction that starts as none (the generator's residual mode adds it to the warped source).
   """
 
   features: Sequence[int]
@@ -109,6 +112,7 @@ class GenerationDecoder(nn.Module):
   settings: DecoderSettings = DecoderSettings()
   fuse: layers.ModuleDef = MaskAffineNorm
   level_order: str = "spade"
+  zero_output: bool = False
 
   @nn.compact
   def __call__(self, code: jnp.ndarray, recon_outputs: Sequence[jnp.ndarray], masks: dict[int, jnp.ndarray],
@@ -151,5 +155,5 @@ class GenerationDecoder(nn.Module):
         if spec_order:
           x = act(s.norm_layer(f"up_{i}_norm")(x, train=train))
       else:
-        x = s.up(3, f"up_{i}")(x)
+        x = s.up(3, f"up_{i}", zero=self.zero_output)(x)
     return jnp.tanh(x.astype(jnp.float32))

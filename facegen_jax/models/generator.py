@@ -57,14 +57,16 @@ class Generator(nn.Module):
     activation: decoder activation.
     gamma_kernel, beta_kernel, hidden_features, modulation: MaskAffineNorm settings.
     level_order: generation-decoder order, "spade" or "spec" (see GenerationDecoder).
-    motion: "none" (the decoders alone move the texture) or "landmark_tps": the reconstruction
-      outputs are warped into the driving pose by a thin-plate-spline flow from the landmarks
-      before the generation decoder concatenates them (models/motion.py).
+    motion: "none" (the decoders alone move the texture), "landmark_tps" or "landmark_pwa": the
+      reconstruction outputs are warped into the driving pose by a flow from the landmarks (a
+      thin-plate spline, or a piecewise-affine mesh) before the generation decoder concatenates
+      them (models/motion.py).
     motion_refiner: with motion, a learned residual flow and per-level occlusion maps.
     motion_blend: with motion, the output is `m * warp(source) + (1 - m) * decoded`, m learned.
     motion_residual: with motion, the generation decoder's image is a correction added to the
       warped source (`decoded = clip(warp(source) + decoder, -1, 1)`), so where the decoder has
       nothing to add (a face it never saw) the output stays the warp; off, it is the image itself.
+      The decoder's last layer starts at zero, so an untrained generator outputs the warp.
     motion_features: channels of the MotionNet.
     motion_max_residual: bound of the residual flow (normalized units; 0.1 = 5% of the frame).
     motion_blend_bias: initial logit of the blend mask (2.0: the output starts 88% warp).
@@ -142,12 +144,13 @@ class Generator(nn.Module):
     if self.motion != "none":
       recon_outputs, extra = self._warp(source, mask, source_landmarks, driving_landmarks, tps_flow, recon_outputs,
                                         sizes)
+    residual = self.motion != "none" and self.motion_residual
     fuse = functools.partial(MaskAffineNorm, gamma_kernel=self.gamma_kernel, beta_kernel=self.beta_kernel,
                              hidden_features=self.hidden_features, modulation=self.modulation, conv=self.conv)
     generated = GenerationDecoder(dec, merge_levels=self.merge_levels, settings=settings, fuse=fuse,
-                                  level_order=self.level_order, name="generation_decoder")(
+                                  level_order=self.level_order, zero_output=residual, name="generation_decoder")(
                                       code, recon_outputs, masks, train=train)
-    if self.motion != "none" and self.motion_residual:
+    if residual:
       generated = jnp.clip(extra["warped"].astype(generated.dtype) + generated, -1.0, 1.0)
     if "blend_mask" in extra:
       m = extra["blend_mask"]
@@ -164,7 +167,7 @@ class Generator(nn.Module):
     # The spline at the largest decoder level (R/2; a quarter of the kernel evaluations of R):
     # the levels below average it down, the full-size source warp upsamples its displacement.
     if tps_flow is None:
-      flow = motion_lib.generator_flow(source_landmarks, driving_landmarks, r, self.motion_smoothing)
+      flow = motion_lib.generator_flow(source_landmarks, driving_landmarks, r, self.motion_smoothing, self.motion)
     else:
       want = (source.shape[0], r // 2, r // 2, 2)
       if tuple(tps_flow.shape) != want:

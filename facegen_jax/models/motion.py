@@ -1,10 +1,11 @@
 """Landmark-driven motion inside the generator (docs/method.md, "Motion").
 
-For every output pixel, where to read the source: a thin-plate spline (TPS) that carries each
-driving landmark onto the same landmark of the source face, with fixed anchors on the frame
-border, solved per sample as a small dense linear system (landmarks/tps.py, written once for numpy
-and JAX; here its JAX form, differentiable, what training runs; at inference every runtime takes
-the flow `tps.host_flow` computes in float64 as an input instead). The generator resamples the
+For every output pixel, where to read the source, from the two landmark sets with fixed anchors
+on the frame border: "landmark_tps", a thin-plate spline that carries each driving landmark onto
+the same landmark of the source face, solved per sample as a small dense linear system
+(landmarks/tps.py), or "landmark_pwa", a piecewise-affine warp over a fixed triangle mesh
+(landmarks/pwa.py). Each is written once for numpy and JAX; here the JAX form is what training
+runs; at inference every runtime takes the flow `host_flow` computes in float64 as an input. The generator resamples the
 reconstruction decoder's outputs (and the source image) by this flow, so what the generation
 decoder fuses with the driving mask is already in the driving pose.
 
@@ -25,9 +26,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facegen_jax.landmarks import layout, tps
+from facegen_jax.landmarks import layout, pwa, tps
 
-MOTIONS = ("none", "landmark_tps")
+MOTIONS = ("none", "landmark_tps", "landmark_pwa")
 ModuleDef = Any
 DEFAULT_SMOOTHING = tps.DEFAULT_SMOOTHING
 to_normalized, to_pixels = tps.to_normalized, tps.to_pixels  # plain arithmetic: any array
@@ -80,9 +81,20 @@ def landmark_flow(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray,
 
 
 def generator_flow(source_landmarks: jnp.ndarray, driving_landmarks: jnp.ndarray, resolution: int,
-                   smoothing: float = DEFAULT_SMOOTHING) -> jnp.ndarray:
-  """`tps.generator_flow` in JAX: the generator's flow at R/2 from landmarks in R crop pixels."""
+                   smoothing: float = DEFAULT_SMOOTHING, motion: str = "landmark_tps") -> jnp.ndarray:
+  """The generator's flow at R/2 from landmarks in R crop pixels, in JAX: `tps.generator_flow`
+  ("landmark_tps") or `pwa.generator_flow` ("landmark_pwa", which has no smoothing)."""
+  if motion == "landmark_pwa":
+    return pwa.generator_flow(source_landmarks, driving_landmarks, resolution, xp=jnp)
   return tps.generator_flow(source_landmarks, driving_landmarks, resolution, smoothing, xp=jnp, solve=_solve_each)
+
+
+def host_flow(source_landmarks, driving_landmarks, resolution: int, smoothing: float = DEFAULT_SMOOTHING,
+              motion: str = "landmark_tps"):
+  """`generator_flow` in float64 numpy (`tps.host_flow` or `pwa.host_flow`), float32 `[B, R/2, R/2, 2]`."""
+  if motion == "landmark_pwa":
+    return pwa.host_flow(source_landmarks, driving_landmarks, resolution)
+  return tps.host_flow(source_landmarks, driving_landmarks, resolution, smoothing)
 
 
 def upsample_flow(flow: jnp.ndarray, size: int) -> jnp.ndarray:

@@ -37,7 +37,8 @@ def base_config() -> ml_collections.ConfigDict:
   # where it builds, else "fast" (models/conv/xla_rewrites.py); XLA's own on GPU/TPU. "onednn" | "fast" |
   # "xla" to force one (env FACEGEN_CONV_IMPL overrides "auto").
   c.model.conv_impl = "auto"
-  # Landmark-driven warping inside the generator (docs/method.md, Motion): "none" | "landmark_tps".
+  # Landmark-driven warping inside the generator (docs/method.md, Motion): "none" | "landmark_tps"
+  # (thin-plate spline) | "landmark_pwa" (piecewise-affine mesh).
   c.model.motion = "none"
   c.model.motion_refiner = True  # learned residual flow + per-level occlusion maps
   c.model.motion_blend = True  # output = m * warp(source) + (1 - m) * decoded, m learned
@@ -45,7 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.motion_max_residual = 0.1  # normalized units (0.1 = 5% of the frame)
   c.model.motion_blend_bias = 0.0  # initial logit of the blend mask (2.0: the output starts 88% warp)
   c.model.motion_residual = False  # the decoder adds a correction to the warped source instead of drawing the image
-  c.model.motion_smoothing = 1e-7  # ridge of the thin-plate-spline solve (keeps coincident landmarks solvable)
+  c.model.motion_smoothing = 1e-7  # ridge of the thin-plate-spline solve (keeps coincident landmarks solvable); unused by landmark_pwa
 
   c.discriminator = ml_collections.ConfigDict()
   c.discriminator.num_scales = 3

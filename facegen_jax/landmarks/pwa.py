@@ -1,0 +1,88 @@
+"""The piecewise-affine (PWA) warp between two landmark sets: for each pixel of a frame in the
+driving pose, where to read the source (docs/method.md, "Motion"; `model.motion="landmark_pwa"`).
+
+One fixed mesh: the Delaunay triangles of a mean face's 68 landmarks plus the spline's 16 frame
+border anchors (`tps.border_anchors`, which stay fixed), computed once. The triangles are laid on
+the driving landmarks; each pixel takes the affine map of the triangle it lies deepest in (the
+largest smallest barycentric coordinate: the triangle that holds it, or where a fold leaves it in
+none, the nearest one, extrapolated) and reads the source at the same barycentric point of that
+triangle on the source landmarks. It interpolates the landmarks exactly, like the classical warp
+of `evaluation/baselines.py`, whose per-sample Delaunay mesh it trades for a fixed one so it runs
+batched, jit-compiled and with fixed shapes under the device mesh. Written once against an array
+module `xp`: numpy (the default; no jax import; `host_flow`, the generator's `tps_flow` input at
+inference, in float64) or jax.numpy (the in-graph flow training computes).
+
+Coordinates as in landmarks/tps.py: landmarks in crop pixels (x, y), the flow in normalized
+coordinates, x and y in [-1, 1] across the frame.
+"""
+
+import functools
+
+import numpy as np
+
+from facegen_jax.landmarks import layout, tps
+
+# Where the mean face sits in a crop, in normalized units: crops are 1.8x the landmark box
+# (landmarks/crop.py), so the box's longest side spans 2 / 1.8 of the [-1, 1] frame.
+_TEMPLATE_SCALE = 2.0 / 1.8
+# A triangle whose driving area is below this (normalized units squared) is left out of the choice.
+_MIN_AREA = 1e-12
+
+
+@functools.lru_cache(maxsize=None)
+def triangles() -> np.ndarray:
+  """The mesh's triangles `[K, 3]`: indices into the 68 landmarks followed by the 16 anchors."""
+  import scipy.spatial  # pylint: disable=import-outside-toplevel  # only here, once
+  points = np.concatenate([layout.MEAN_FACE.astype(np.float64) * _TEMPLATE_SCALE,
+                           tps.border_anchors(tps.ANCHORS_PER_SIDE, np.float64)])
+  return scipy.spatial.Delaunay(points).simplices.astype(np.int32)
+
+
+def landmark_flow(source_landmarks, driving_landmarks, size: int, xp=np):
+  """`[B, size, size, 2]` normalized (x, y) source coordinates for each pixel centre of a `size`
+  frame in the driving pose, from landmarks `[B, 68, 2]` in pixels of the `size` crop, in the
+  landmarks' precision (at least float32)."""
+  b = source_landmarks.shape[0]
+  dtype = xp.result_type(source_landmarks, driving_landmarks, xp.float32)
+  anchors = xp.broadcast_to(tps.border_anchors(tps.ANCHORS_PER_SIDE, dtype, xp), (b, 4 * tps.ANCHORS_PER_SIDE, 2))
+  drv = xp.concatenate([tps.to_normalized(driving_landmarks.astype(dtype), size), anchors], axis=1)
+  src = xp.concatenate([tps.to_normalized(source_landmarks.astype(dtype), size), anchors], axis=1)
+  tri = triangles()
+  d0, d1, d2 = drv[:, tri[:, 0]], drv[:, tri[:, 1]], drv[:, tri[:, 2]]  # [B, K, 2]
+  e1, e2 = d1 - d0, d2 - d0
+  det = e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]  # [B, K]
+  usable = xp.abs(det) > _MIN_AREA
+  det = xp.where(usable, det, 1.0)
+  grid = tps.pixel_grid(size, dtype, xp).reshape(1, size * size, 1, 2)
+  rel = grid - d0[:, None]  # [B, M, K, 2]
+  b1 = (rel[..., 0] * e2[:, None, :, 1] - rel[..., 1] * e2[:, None, :, 0]) / det[:, None]
+  b2 = (e1[:, None, :, 0] * rel[..., 1] - e1[:, None, :, 1] * rel[..., 0]) / det[:, None]
+  b0 = 1.0 - b1 - b2
+  depth = xp.minimum(xp.minimum(b0, b1), b2)
+  depth = xp.where(usable[:, None], depth, -xp.inf)
+  k = xp.argmax(depth, axis=-1)[..., None]  # [B, M, 1]: the triangle each pixel reads through
+  pick = lambda a: xp.take_along_axis(a, k, axis=-1)  # pylint: disable=unnecessary-lambda-assignment
+  w0, w1, w2 = pick(b0), pick(b1), pick(b2)  # [B, M, 1]
+  s0, s1, s2 = src[:, tri[:, 0]], src[:, tri[:, 1]], src[:, tri[:, 2]]  # [B, K, 2]
+  pick_vertex = lambda s: xp.take_along_axis(s, k, axis=1)  # pylint: disable=unnecessary-lambda-assignment
+  out = w0 * pick_vertex(s0) + w1 * pick_vertex(s1) + w2 * pick_vertex(s2)  # [B, M, 2]
+  return out.reshape(b, size, size, 2)
+
+
+def generator_flow(source_landmarks, driving_landmarks, resolution: int, xp=np):
+  """The flow of a generator of `resolution` R with this motion, `[B, R/2, R/2, 2]`, from
+  landmarks `[B, 68, 2]` in pixels of the R crop (at R/2, as `tps.generator_flow`)."""
+  size = tps.flow_size(resolution)
+  scale = size / resolution
+  return landmark_flow(layout.rescale(source_landmarks, scale), layout.rescale(driving_landmarks, scale), size, xp=xp)
+
+
+def host_flow(source_landmarks, driving_landmarks, resolution: int) -> np.ndarray:
+  """`generator_flow` in float64 numpy, as float32 `[B, R/2, R/2, 2]`: the generator's `tps_flow`
+  input in every runtime."""
+  src = np.asarray(source_landmarks, np.float64)
+  drv = np.asarray(driving_landmarks, np.float64)
+  if src.shape != drv.shape or src.ndim != 3 or src.shape[1:] != (layout.NUM_LANDMARKS, 2):
+    raise ValueError(f"landmarks must be [B, 68, 2] crop pixels, got {src.shape} and {drv.shape}")
+  return np.concatenate([generator_flow(src[i:i + 1], drv[i:i + 1], resolution)
+                         for i in range(len(src))]).astype(np.float32)
