@@ -7,9 +7,8 @@ them, with the motion-free run of the same budget, then exports and evaluates bo
   python experiments/prepare_data.py --input=sample_data --output=workdirs/sample_tfds --resolution=128 \
       --test_identities=lp_d12_man,barack_obama
   python experiments/train.py --config=experiments/configs/demo.py --workdir=workdirs/demo_model
-The same losses and sample kinds as faces.py (the warp-guided generator whose decoder corrects the
-landmark warp) with the piecewise-affine landmark flow (`model.motion="landmark_pwa"`: on the held-out
-test pairs its plain warp scores a higher SSIM than the spline's), 2000 steps instead of 4000: the training set is 16 files of 15 people
+The same model, losses and sample kinds as faces.py (the warp-guided generator whose decoder
+corrects the piecewise-affine landmark warp), 2000 steps instead of 4000: the training set is 16 files of 15 people
 (lp_d12_man and barack_obama are held out), 12 of them clips. Expected cost on this project's
 2-core CPU: about 1 s a step alone (identity and perceptual losses through the Flax dlib
 face-recognition ResNet included), so about 35 minutes, or about 70 minutes beside the motion-free
@@ -31,7 +30,6 @@ def _faces_config():
 
 def get_config():
   c = _faces_config()
-  c.model.motion = "landmark_pwa"
   c.num_train_steps = 2000
   c.eval_every_steps = 250
   c.data.data_dir = "workdirs/sample_tfds"

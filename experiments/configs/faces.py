@@ -8,7 +8,8 @@ evaluates and draws the picture):
   python experiments/train.py --config=experiments/configs/faces.py --workdir=workdirs/faces_model
 
 The warp-guided generator (docs/method.md, Motion): the source is carried into the driving pose by
-the landmark thin-plate spline and its learned refinement, and the generation decoder adds a
+the piecewise-affine landmark flow (`model.motion="landmark_pwa"`; on held-out pairs its plain
+warp scores a higher SSIM than the thin-plate spline's) and its learned refinement, and the generation decoder adds a
 correction to that warped source (`model.motion_residual`) instead of drawing the face anew, so a
 face it never saw keeps its own texture. Every sample pairs two frames of one video (or a photo
 with its own perturbed landmarks, the only pose a photo has): the other two kinds of the method
@@ -32,7 +33,7 @@ def get_config():
   c.discriminator.num_scales = 2
   c.discriminator.base_features = 32
   c.discriminator.max_features = 256
-  c.model.motion = "landmark_tps"
+  c.model.motion = "landmark_pwa"
   c.model.motion_residual = True
   c.model.motion_blend = False
   c.data.kind_ratios = (1.0, 0.0, 0.0)

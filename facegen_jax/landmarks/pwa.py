@@ -6,7 +6,9 @@ border anchors (`tps.border_anchors`, which stay fixed), computed once. The tria
 the driving landmarks; each pixel takes the affine map of the triangle it lies deepest in (the
 largest smallest barycentric coordinate: the triangle that holds it, or where a fold leaves it in
 none, the nearest one, extrapolated) and reads the source at the same barycentric point of that
-triangle on the source landmarks. It interpolates the landmarks exactly, like the classical warp
+triangle on the source landmarks. Where neither mesh folds it carries each driving landmark exactly
+onto its source landmark (where one folds, as the thin mouth triangles can, overlapping triangles
+compete and the deepest wins), like the classical warp
 of `evaluation/baselines.py`, whose per-sample Delaunay mesh it trades for a fixed one so it runs
 batched, jit-compiled and with fixed shapes under the device mesh. Written once against an array
 module `xp`: numpy (the default; no jax import; `host_flow`, the generator's `tps_flow` input at
