@@ -223,8 +223,10 @@ def test_bfloat16_generator_with_motion_runs_and_stays_close_to_float32():
                                atol=0.1)
 
 
-def test_generator_only_step_trains_a_generator_with_motion():
-  config = _config("landmark_tps")
+@pytest.mark.parametrize("motion_kind,model", [("landmark_tps", {}),
+                                              ("landmark_pwa", {"motion_blend": False, "motion_residual": True})])
+def test_generator_only_step_trains_a_generator_with_motion(motion_kind, model):
+  config = _config(motion_kind, **model)
   config.loss.identity_net = config.loss.perceptual_net = ""
   for group in ("first", "perturbed"):
     config.loss[group].identity = config.loss[group].perceptual = 0.0
@@ -238,8 +240,14 @@ def test_generator_only_step_trains_a_generator_with_motion():
     state, metrics, images = step(state, batch, {"identity": None, "perceptual": None})
     losses.append(float(metrics["g/pixel"]))
   assert np.isfinite(losses).all()
-  moved = jax.device_get(state.g_vars["params"]["motion_net"]["blend"]["kernel"])
-  assert np.abs(moved - variables["params"]["motion_net"]["blend"]["kernel"]).max() > 0
+  head = "blend" if config.model.motion_blend else "residual"
+  moved = jax.device_get(state.g_vars["params"]["motion_net"][head]["kernel"])
+  assert np.abs(moved - variables["params"]["motion_net"][head]["kernel"]).max() > 0
+  decoder = jax.device_get(state.g_vars["params"]["generation_decoder"])
+  last = max((k for k in decoder if k.startswith("up_")), key=lambda k: int(k.split("_")[1]))
+  if config.model.motion_residual:  # the residual decoder's last layer starts at zero, and learns
+    assert not np.abs(variables["params"]["generation_decoder"][last]["kernel"]).any()
+  assert np.abs(decoder[last]["kernel"]).max() > 0
 
 
 def test_gan_step_with_the_blend_losses_reports_and_weights_them():
