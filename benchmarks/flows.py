@@ -13,6 +13,7 @@ refiner's residual flow too: the image is the source warped by the flow, in the 
 markdown table; with --out, writes it between `<!-- flows:begin -->` and `<!-- flows:end -->`.
 """
 
+import copy
 import importlib.util
 import os
 import sys
@@ -43,11 +44,18 @@ def score_config(path: str, num_samples: int) -> tuple:
   spec.loader.exec_module(module)
   config = module.get_config()
   config.eval_num_samples = num_samples
-  evaluator = Evaluator(config, sharding.make_mesh())
-  rows = {"landmark-warp (baselines.py)": evaluator.reference()["landmark_warp"]}
+  mesh, rows, targets = sharding.make_mesh(), {}, None
   for motion in FLOWS:
-    config.model.motion, config.model.motion_residual = motion, True
-    rows[f"{motion} warp (untrained generator)"] = evaluator(init_generator_variables(config, jax.random.PRNGKey(0)))
+    flow_config = copy.deepcopy(config)
+    flow_config.model.motion, flow_config.model.motion_residual = motion, True
+    evaluator = Evaluator(flow_config, mesh)  # its generator is built here; its pairs are drawn alike (seeded)
+    if targets is None:
+      targets = [t.tobytes() for t in evaluator.targets()]
+      rows["landmark-warp (baselines.py)"] = evaluator.reference()["landmark_warp"]
+    elif [t.tobytes() for t in evaluator.targets()] != targets:
+      raise RuntimeError(f"{path}: the evaluation pairs differ between two draws")
+    rows[f"{motion} warp (untrained generator)"] = evaluator(
+        init_generator_variables(flow_config, jax.random.PRNGKey(0)))
   return config, evaluator.num_samples, rows
 
 

@@ -88,17 +88,18 @@ class Evaluator:
                              out_shardings=sharding.batch_sharded(mesh))
     self.num_samples = sum(len(b["source"]) for b in self._batches)
 
-  def _targets(self) -> list:
+  def targets(self) -> list:
+    """The ground-truth frames of the pairs, uint8 `[H, W, 3]` each, in order."""
     return [t for b in self._batches for t in b["target"]]
 
   def reference(self) -> dict:
     """`{"landmark_warp": scores}` of the landmark-warp baseline on the same pairs."""
     warped = [baselines.landmark_warp(s, sl, None, dl) for b in self._batches
               for s, sl, dl in zip(b["source"], b["source_landmarks"], b["driving_landmarks"])]
-    return {"landmark_warp": scores(warped, self._targets())}
+    return {"landmark_warp": scores(warped, self.targets())}
 
   def __call__(self, variables: dict) -> dict:
     """Scores of the generator `variables` (`{"params", "batch_stats"}`, replicated on the mesh)."""
     outputs = [sharding.process_local(self._generate(variables, sharding.shard_batch(b, self._mesh)))
                for b in self._batches]
-    return scores([o for out in outputs for o in out], self._targets())
+    return scores([o for out in outputs for o in out], self.targets())
