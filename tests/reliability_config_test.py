@@ -25,7 +25,7 @@ def test_shipped_configs_are_valid(name):
     ("checkpoint_every_steps", 0, "config.checkpoint_every_steps=0: must be a positive integer"),
     ("resolution", 100, "config.resolution=100: must be a power of two (64, 128, 256, ...)"),
     ("model.norm", "layer", "config.model.norm='layer': must be one of 'batch', 'instance', 'none'"),
-    ("model.motion", "flow", "config.model.motion='flow': must be one of 'none', 'landmark_tps'"),
+    ("model.motion", "flow", "config.model.motion='flow': must be one of 'none', 'landmark_tps', 'landmark_pwa'"),
     ("loss.adversarial_kind", "wgan", "config.loss.adversarial_kind='wgan': must be one of 'hinge', 'non_saturating'"),
     ("data.source", "folder", "config.data.source='folder': must be one of 'synthetic', 'tfds'"),
 ])
