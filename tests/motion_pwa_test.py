@@ -89,3 +89,38 @@ def test_pwa_generator_has_the_spline_generator_tree_and_starts_as_its_warp():
                              np.asarray(motion.warp(image, motion.upsample_flow(jnp.asarray(half), S))), atol=1e-4)
   # The residual decoder's last layer starts at zero: the untrained generator outputs the warp.
   np.testing.assert_array_equal(np.asarray(out["generated"]), np.clip(np.asarray(out["warped"]), -1, 1))
+
+
+def test_host_flow_rasterized_by_triangle_boxes_equals_the_all_triangles_flow_even_where_the_mesh_folds():
+  rng = np.random.default_rng(8)
+  pairs = face_pairs(6, seed=8)
+  src = np.stack([p[0] for p in pairs]).astype(np.float64)
+  drv = np.stack([p[1] for p in pairs]).astype(np.float64)
+  drv[3:] += rng.normal(0, 3, drv[3:].shape)  # folds, and holes no triangle covers
+  assert any(not (_orientations(d) == _orientations(src[0])).all() for d in drv[3:])
+  host = pwa.host_flow(src, drv, R)
+  everywhere = pwa.generator_flow(src, drv, R).astype(np.float32)
+  np.testing.assert_array_equal(host, everywhere)
+
+
+def test_host_flow_reads_pixels_no_usable_triangle_holds_through_the_nearest_triangle(monkeypatch):
+  """With small triangles left out as degenerate, holes open in the mesh: the rasterized flow's
+  fallback reads them as the all-triangles flow does."""
+  monkeypatch.setattr(pwa, "_MIN_AREA", 5e-3)
+  src, drv = face_pairs(1, seed=9)[0]
+  src, drv = src.astype(np.float64), drv.astype(np.float64)
+  size = R // 2
+  covered = np.zeros((size, size), bool)
+  tri, d = pwa.triangles(), pwa.mesh_points(drv[None] / 2, size)[0]
+  grid = tps.pixel_grid(size, np.float64)
+  for i0, i1, i2 in tri:
+    e1, e2 = d[i1] - d[i0], d[i2] - d[i0]
+    det = e1[0] * e2[1] - e1[1] * e2[0]
+    if abs(det) > 5e-3:
+      rel = grid - d[i0]
+      b1 = (rel[..., 0] * e2[1] - rel[..., 1] * e2[0]) / det
+      b2 = (e1[0] * rel[..., 1] - e1[1] * rel[..., 0]) / det
+      covered |= (b1 >= 0) & (b2 >= 0) & (b1 + b2 <= 1)
+  assert (~covered).sum() > 0  # the case has holes
+  np.testing.assert_array_equal(pwa.host_flow(src[None], drv[None], R),
+                                pwa.generator_flow(src[None], drv[None], R).astype(np.float32))
