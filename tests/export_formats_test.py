@@ -147,7 +147,8 @@ def test_contract_describes_the_inputs(exported):
       assert export_formats.FLOW_INPUT not in shapes and "tps" not in contract
     else:  # what the caller needs to compute the flow input
       assert shapes[export_formats.FLOW_INPUT] == ["batch", 64, 64, 2]
-      assert contract["tps"] == {"function": "facegen_jax.landmarks.tps.host_flow", "size": 64,
+      module = "pwa" if model.motion == "landmark_pwa" else "tps"  # the shipped model's: pwa
+      assert contract["tps"] == {"function": f"facegen_jax.landmarks.{module}.host_flow", "size": 64,
                                  "smoothing": model.config.model.motion_smoothing, "anchors_per_side": 4}
 
 
